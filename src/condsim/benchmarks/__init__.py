@@ -1,0 +1,1 @@
+"""Benchmark protocols, one module each, wired from data/, models/, search/ and metrics/."""

@@ -1,0 +1,318 @@
+"""LRVS-Fashion: referred visual search with category or text conditions.
+
+Protocol (``../shared/PROTOCOLS.md``): queries ``encode_queries(COMPLEX_IMG, condition)``,
+targets ``encode_targets(SIMPLE_IMG)``, distractors ``encode_targets(jpg)``; 20 bootstrap
+folds of product indices; per fold the gallery is the fold's unique targets plus ``n``
+distractors drawn uniformly with replacement; recall@K weighted by query multiplicity,
+reported as mean ± std (ddof=1) over folds. condsim computes every fold and distractor count
+in one pass over the distractors (:mod:`condsim.search.exact`), seeds the distractor draws,
+and breaks ties by expectation instead of by position.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from condsim.benchmarks.base import BenchmarkMeta
+from condsim.benchmarks.lrvsf_core import fold_recalls, recalls_from_fold_counts
+from condsim.cache.store import CachedRows, EmbeddingCache, item_keys
+from condsim.data import lrvsf as data
+from condsim.errors import CondsimError, DataError
+from condsim.metrics.recall import weighted_mean_std
+from condsim.models.base import encode_images
+from condsim.paths import default_cache_dir
+from condsim.progress import ProgressFactory, no_progress
+from condsim.registry import register_benchmark
+from condsim.results.run_result import RunResult
+from condsim.results.yaml_card import lrvsf_model_index, write_yaml
+from condsim.search.exact import DistractorDraws, fold_rank_counts
+
+__all__ = [
+    "KS", "DIST_COUNTS", "NFOLDS", "LRVSFConfig", "LRVSFBenchmark", "evaluate_lrvsf",
+    "fold_recalls", "load_folds", "official_folds", "seeded_draw_rows", "seeded_draws",
+]
+
+logger = logging.getLogger(__name__)
+
+KS = (1, 5, 10, 20, 50)
+DIST_COUNTS = (10_000, 100_000, 500_000, 1_000_000)
+NFOLDS = 20
+MIN_RECOMMENDED_DISTRACTORS = 1_000_000
+
+META = BenchmarkMeta(
+    name="lrvsf",
+    description="LAION-RVS-Fashion test set: 2,000 products, up to 2M distractors, "
+    "20 bootstrap folds",
+    main_score="recall_at_1",
+    split="test",
+    protocol_version="1",
+    reference="https://github.com/Simon-Lepage/LRVSF-Benchmark",
+)
+
+
+def official_folds() -> np.ndarray:
+    """The authors' 20 x 1000 bootstrap folds (``bootstrapped_indices.pt``), shipped as npy."""
+    ref = resources.files("condsim") / "assets" / "lrvsf_bootstrapped_indices.npy"
+    with resources.as_file(ref) as path:
+        return np.load(path, allow_pickle=False).astype(np.int64)
+
+
+def _read_folds_file(path: Path) -> np.ndarray:
+    if not path.is_file():
+        raise DataError(f"--folds {path}: no such file (use 'official', 'seeded' or a path)")
+    try:
+        if path.suffix == ".npy":
+            arr = np.load(path, allow_pickle=False)
+        else:
+            import torch
+
+            arr = torch.load(path, weights_only=True, map_location="cpu")
+            arr = arr.numpy() if hasattr(arr, "numpy") else np.asarray(arr)
+    except Exception as exc:
+        raise DataError(f"{path}: cannot read folds ({type(exc).__name__}: {exc})") from exc
+    if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.integer) or arr.size == 0:
+        raise DataError(
+            f"{path}: folds must be a non-empty 2-D integer array (folds, products per fold), "
+            f"got shape {arr.shape} dtype {arr.dtype}"
+        )
+    return arr.astype(np.int64)
+
+
+def load_folds(spec: str, n_products: int, seed: int) -> tuple[np.ndarray, str]:
+    """Folds for ``spec``: ``official``, ``seeded`` (20 x P/2 draws from ``seed``) or a path."""
+    if spec == "official":
+        folds, source = official_folds(), "official"
+    elif spec == "seeded":
+        rng = np.random.default_rng([seed, 0x5EED])
+        folds = rng.integers(0, n_products, size=(NFOLDS, max(1, n_products // 2)))
+        source = f"seeded:{seed}"
+    else:
+        folds, source = _read_folds_file(Path(spec)), str(spec)
+    if folds.min() < 0 or folds.max() >= n_products:
+        raise DataError(
+            f"folds ({source}) index products up to {folds.max()}, but the data has "
+            f"{n_products} products; the official folds need the official 2,000-product test "
+            "set: use --folds seeded for other data"
+        )
+    return folds, source
+
+
+def seeded_draw_rows(
+    seed: int, n_dists: Sequence[int], n_folds: int, n_items: int
+) -> Iterator[np.ndarray]:
+    """Distractor draws with replacement: for each ``n`` (in order) and each fold, ``n``
+    indices from ``numpy.random.default_rng(seed).integers(0, n_items, n)``."""
+    rng = np.random.default_rng(seed)
+    for n in n_dists:
+        for _ in range(n_folds):
+            yield rng.integers(0, n_items, size=n)
+
+
+def seeded_draws(seed: int, n_dists: Sequence[int], n_folds: int, n_items: int) -> DistractorDraws:
+    """:func:`seeded_draw_rows` as multiplicities (the draws themselves are not kept)."""
+    rows = seeded_draw_rows(seed, n_dists, n_folds, n_items)
+    return DistractorDraws.from_rows(rows, n_items, n_folds, len(n_dists))
+
+
+@dataclass
+class LRVSFConfig:
+    """Everything that defines one LRVS-F run (recorded in ``results.json``)."""
+
+    data_root: str
+    conditioning: str = "category"
+    n_dists: tuple[int, ...] = DIST_COUNTS
+    ks: tuple[int, ...] = KS
+    seed: int = 0
+    folds: str = "official"
+    dist_img_col: str = "jpg"
+    aggregate_batches: int = 100_000
+    fragments_readahead: int = 2
+    dev_run: bool = False
+    batch_size: int = 64
+    num_workers: int = 2
+    cache_dir: str | None = None
+    block_size: int = 16384
+    device: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _encode_cached(
+    model: Any, cache: EmbeddingCache, images: Sequence[Any], conditions: Sequence[str] | None,
+    cfg: LRVSFConfig, what: str, progress: Any, chunk: int = 8192,
+) -> tuple[np.ndarray, dict[int, str]]:
+    """Cache rows for ``images`` (-1 where undecodable), encoding only what is missing."""
+    keys = item_keys(images, conditions)
+    rows = cache.lookup(keys)
+    missing = np.flatnonzero(rows < 0)
+    progress(len(images) - missing.size)
+    errors: dict[int, str] = {}
+    for start in range(0, missing.size, chunk):
+        sel = missing[start:start + chunk]
+        res = encode_images(
+            model, [images[i] for i in sel],
+            None if conditions is None else [conditions[i] for i in sel],
+            batch_size=cfg.batch_size, num_workers=cfg.num_workers, progress=progress, what=what,
+        )
+        for j, msg in res.errors.items():
+            errors[int(sel[j])] = msg
+        cache.append(keys[sel[res.ok]], res.embeddings)
+    if missing.size:
+        rows = cache.lookup(keys)
+    return rows, errors
+
+
+class LRVSFBenchmark:
+    meta = META
+
+    def __init__(self, cfg: LRVSFConfig) -> None:
+        self.cfg = cfg
+        if cfg.conditioning not in data.CONDITION_COLUMNS:
+            raise CondsimError(
+                f"--conditioning must be 'category' or 'text', got {cfg.conditioning!r}"
+            )
+        bad = [k for k in cfg.ks if k < 1]
+        if bad or not cfg.ks:
+            raise CondsimError(f"K values must be positive integers, got {list(cfg.ks)}")
+        if not cfg.n_dists or min(cfg.n_dists) < 0:
+            raise CondsimError(f"distractor counts must be >= 0, got {list(cfg.n_dists)}")
+        data.check_data_root(cfg.data_root)
+
+    def run(self, model: Any, *, progress: ProgressFactory = no_progress) -> RunResult:
+        cfg = self.cfg
+        cache = EmbeddingCache(cfg.cache_dir or default_cache_dir(), model.meta)
+        products = data.read_products(cfg.data_root, cfg.conditioning)
+        n_products = len(products)
+        folds, folds_source = load_folds(cfg.folds, n_products, cfg.seed)
+
+        bar = progress("encode queries", n_products)
+        q_rows, q_err = _encode_cached(model, cache, products.query_images, products.conditions,
+                                       cfg, "products.parquet COMPLEX_IMG", bar)
+        bar = progress("encode targets", n_products)
+        t_rows, t_err = _encode_cached(model, cache, products.target_images, None, cfg,
+                                       "products.parquet SIMPLE_IMG", bar)
+        if q_err or t_err:
+            rows = sorted(set(q_err) | set(t_err))
+            first = (q_err | t_err)[rows[0]]
+            raise DataError(
+                f"products.parquet: {len(rows)} product image(s) cannot be decoded (rows "
+                f"{rows[:10]}; first: {first}); products define the benchmark and cannot be "
+                "skipped"
+            )
+        queries, targets = cache.read(q_rows), cache.read(t_rows)
+
+        n_total = data.count_distractors(cfg.data_root, cfg.dist_img_col)
+        bar = progress("encode distractors", n_total)
+        dist_rows: list[np.ndarray] = []
+        corrupt = 0
+        corrupt_examples: list[str] = []
+        seen = 0
+        for batch in data.iter_distractor_batches(
+            cfg.data_root, cfg.dist_img_col, cfg.aggregate_batches,
+            cfg.fragments_readahead, cfg.dev_run,
+        ):
+            nulls = [i for i, b in enumerate(batch) if b is None]
+            images = [b if b is not None else b"" for b in batch]
+            rows, errors = _encode_cached(model, cache, images, None, cfg, "distractors", bar)
+            corrupt += len(errors)
+            corrupt_examples += [f"row {seen + i}: {m}" for i, m in
+                                 list(errors.items())[: max(0, 5 - len(corrupt_examples))]]
+            if nulls:
+                logger.warning("distractors: %d null images skipped", len(nulls))
+            dist_rows.append(rows[rows >= 0])
+            seen += len(batch)
+        if corrupt:
+            logger.warning("distractors: %d undecodable images skipped (of %d)", corrupt, seen)
+        all_rows = np.concatenate(dist_rows) if dist_rows else np.empty(0, np.int64)
+        distractors = CachedRows(cache, all_rows)
+        n_avail = len(distractors)
+        if n_avail == 0 and max(cfg.n_dists) > 0:
+            raise DataError("no decodable distractors: cannot draw distractor galleries")
+        if n_avail < MIN_RECOMMENDED_DISTRACTORS:
+            logger.warning(
+                "Only %d distractors available; the benchmark is intended for at least 1M", n_avail
+            )
+
+        draws = seeded_draws(cfg.seed, cfg.n_dists, folds.shape[0], max(n_avail, 1))
+        bar = progress("score distractors", n_avail)
+        counts = fold_rank_counts(
+            queries, targets, distractors, folds, draws,
+            block_size=cfg.block_size, device=cfg.device, progress=bar,
+        )
+        rec = recalls_from_fold_counts(counts, cfg.ks)  # (F, L, K)
+
+        recall: dict[str, dict[str, dict[str, Any]]] = {}
+        for li, n in enumerate(cfg.n_dists):
+            mean, std = weighted_mean_std(rec[:, li, :], axis=0)
+            recall[str(n)] = {
+                str(k): {"mean": float(mean[j]), "std": float(std[j]),
+                         "folds": rec[:, li, j].tolist()}
+                for j, k in enumerate(cfg.ks)
+            }
+        n_top = str(cfg.n_dists[-1])
+        k_head = str(cfg.ks[0])
+        protocol = {
+            **META.to_dict(),
+            "conditioning": cfg.conditioning,
+            "folds": folds_source,
+            "n_folds": int(folds.shape[0]),
+            "fold_size": int(folds.shape[1]),
+            "n_dists": list(cfg.n_dists),
+            "ks": list(cfg.ks),
+            "distractor_sampling": "with replacement; numpy.random.default_rng(seed)"
+            ".integers(0, N, n) for each n (in order) then each fold",
+            "tie_rule": "expected recall under uniformly random tie-breaking",
+            "n_products": n_products,
+            "n_distractors_total": n_total,
+            "n_distractors_available": n_avail,
+            "dist_img_col": cfg.dist_img_col,
+            "dev_run": cfg.dev_run,
+        }
+        return RunResult(
+            benchmark="lrvsf",
+            model=model.meta.to_dict(),
+            protocol=protocol,
+            seed=cfg.seed,
+            headline={"name": f"recall_at_{k_head}|{n_top}",
+                      "value": recall[n_top][k_head]["mean"],
+                      "std": recall[n_top][k_head]["std"]},
+            metrics={"recall": recall},
+            skipped={"corrupt_distractors": corrupt, "examples": corrupt_examples},
+            extra={"config": {k: v for k, v in asdict(cfg).items() if k != "extra"}},
+        )
+
+
+register_benchmark("lrvsf")(LRVSFBenchmark)
+
+
+def model_card(result: RunResult, model_name: str | None = None) -> dict[str, Any]:
+    """The leaderboard YAML (``model-index``) of an LRVS-F ``RunResult``."""
+    ks = result.protocol["ks"]
+    recalls = {
+        int(n): ([per_k[str(k)]["mean"] for k in ks], [per_k[str(k)]["std"] for k in ks])
+        for n, per_k in result.metrics["recall"].items()
+    }
+    return lrvsf_model_index(
+        model_name or result.model["name"], recalls, ks,
+        result.protocol["n_distractors_available"], result.model["embedding_dim"],
+        result.protocol["conditioning"],
+    )
+
+
+def evaluate_lrvsf(
+    model: Any, cfg: LRVSFConfig, out_dir: str | Path | None = None,
+    *, progress: ProgressFactory = no_progress,
+) -> RunResult:
+    """Run LRVS-F and (with ``out_dir``) write ``results.json`` and ``model_card.yaml``."""
+    result = LRVSFBenchmark(cfg).run(model, progress=progress)
+    if out_dir is not None:
+        out = Path(out_dir)
+        result.save(out / "results.json")
+        write_yaml(out / "model_card.yaml", model_card(result))
+    return result

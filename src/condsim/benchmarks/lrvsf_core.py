@@ -1,0 +1,57 @@
+"""LRVS-Fashion bootstrap recall from fold rank counts (pure numpy, no I/O)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from condsim.metrics.recall import recall_from_counts
+from condsim.search.exact import FoldCounts, fold_rank_counts
+
+
+def recalls_from_fold_counts(fc: FoldCounts, ks: Sequence[int]) -> np.ndarray:
+    """Weighted recall per fold, draw set and K: ``(F, L, len(ks))`` float64 in [0, 1].
+
+    For fold ``f`` with query multiplicities ``w_p`` (sum ``B``)::
+
+        R@k(f) = (1 / B) * sum_p w_p * clip((k - g_p) / (t_p + 1), 0, 1)
+
+    with ``g_p``/``t_p`` the fold-gallery items strictly above / tied with ``p``'s target.
+    Without ties this is exactly the official "target among the model's top k" share.
+    """
+    rec = recall_from_counts(fc.greater, fc.ties, ks)  # (Pa, F, L, K)
+    w = fc.weights.astype(np.float64)  # (F, Pa)
+    total = w.sum(axis=1)  # (F,)
+    return np.einsum("fp,pflk->flk", w, rec) / total[:, None, None]
+
+
+def fold_recalls(
+    queries: np.ndarray,
+    targets: np.ndarray,
+    distractors: Any,
+    folds: np.ndarray,
+    dist_draws: np.ndarray,
+    ks: Sequence[int],
+    *,
+    block_size: int = 16384,
+    device: str | None = None,
+) -> np.ndarray:
+    """Exact bootstrap recall@K of LRVS-F for one distractor count, in a single pass.
+
+    Arguments as in the official protocol: ``queries``/``targets`` float32 ``(P, d)`` (row ``i``
+    of both = product ``i``); ``distractors`` float32 ``(N, d)`` (may be a ``np.memmap`` bigger
+    than RAM: read one block at a time); ``folds`` int ``(F, B)`` product indices with
+    repetition (a query counts with its multiplicity; the fold's gallery holds each unique
+    target once); ``dist_draws`` int ``(F, n)`` distractor indices with repetition (each
+    occurrence is a gallery item). Score = inner product. Ties: expected recall under uniformly
+    random tie-breaking, ``clip((k - g) / (t + 1), 0, 1)``.
+
+    Returns ``(F, len(ks))`` float64 fractions in [0, 1].
+    """
+    fc = fold_rank_counts(
+        queries, targets, distractors, folds, [np.asarray(dist_draws)],
+        block_size=block_size, device=device,
+    )
+    return recalls_from_fold_counts(fc, ks)[:, 0, :]

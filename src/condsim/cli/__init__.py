@@ -1,0 +1,1 @@
+"""Thin command-line layer: parses arguments and calls importable library functions."""

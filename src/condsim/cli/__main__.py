@@ -1,0 +1,3 @@
+from condsim.cli.main import run
+
+run()

@@ -1,0 +1,46 @@
+"""Shared CLI helpers: parsing lists, printing result tables."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from condsim.errors import CondsimError
+
+console = Console()
+
+
+def int_list(text: str, what: str) -> tuple[int, ...]:
+    """``"10000,100000"`` -> ``(10000, 100000)``; accepts ``10K``/``1M`` suffixes."""
+    out = []
+    for part in text.split(","):
+        part = part.strip().upper().replace("_", "")
+        if not part:
+            continue
+        mult = 1
+        if part[-1] in "KM":
+            mult = 1000 if part[-1] == "K" else 1_000_000
+            part = part[:-1]
+        try:
+            out.append(int(float(part) * mult))
+        except ValueError as exc:
+            raise CondsimError(f"{what}: cannot parse {text!r} as a list of integers") from exc
+    if not out:
+        raise CondsimError(f"{what}: empty list")
+    return tuple(out)
+
+
+def lrvsf_table(result: Any) -> Table:
+    """Rich table of an LRVS-F result: rows = distractor counts, columns = R@K."""
+    ks = result.protocol["ks"]
+    table = Table(title=f"LRVS-F: {result.model['name']} ({result.protocol['conditioning']})")
+    table.add_column("distractors", justify="right")
+    for k in ks:
+        table.add_column(f"R@{k}", justify="right")
+    for n, per_k in result.metrics["recall"].items():
+        table.add_row(f"{int(n):,}", *[
+            f"{per_k[str(k)]['mean'] * 100:.2f} ± {per_k[str(k)]['std'] * 100:.2f}" for k in ks
+        ])
+    return table

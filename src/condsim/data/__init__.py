@@ -1,0 +1,1 @@
+"""Dataset readers: parquet streaming, JSON annotations, image decoding, crops."""

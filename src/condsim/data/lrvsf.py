@@ -1,0 +1,172 @@
+"""LRVS-Fashion test-set reader (``products.parquet`` + ``distractors/*.parquet``).
+
+Products are small (2,000 rows): only the needed columns are read, with pyarrow. Distractors
+(2M images) are streamed with ``pyarrow.dataset`` in bounded batches exactly like the official
+harness: ``to_batches(columns=[dist_img_col], fragment_readahead=..., batch_size=5000)``,
+fused until ``aggregate_batches`` rows.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.dataset as pds
+import pyarrow.parquet as pq
+
+from condsim.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+CATEGORIES = (
+    "Bags", "Feet", "Hands", "Head", "Lower Body",
+    "Neck", "Outwear", "Upper Body", "Waist", "Whole Body",
+)
+CONDITION_COLUMNS = {"category": "CATEGORY", "text": "blip2_caption1"}
+QUERY_COL = "COMPLEX_IMG"
+TARGET_COL = "SIMPLE_IMG"
+READ_BATCH = 5000
+
+
+@dataclass(frozen=True)
+class Products:
+    """The benchmark's products: row ``i`` of every field is product ``i``."""
+
+    query_images: list[bytes]
+    target_images: list[bytes]
+    conditions: list[str]
+    categories: list[str]
+
+    def __len__(self) -> int:
+        return len(self.conditions)
+
+
+def binary_values(column: pa.ChunkedArray | pa.Array, where: str) -> list[bytes | None]:
+    """Image bytes from a ``binary``/``large_binary`` column or an HF ``struct{bytes,path}``."""
+    typ = column.type
+    if pa.types.is_struct(typ):
+        if typ.get_field_index("bytes") < 0:
+            raise DataError(f"{where}: struct image column has no 'bytes' field ({typ})")
+        if isinstance(column, pa.ChunkedArray):
+            column = pa.chunked_array(
+                [c.field("bytes") for c in column.chunks], type=typ.field("bytes").type
+            )
+        else:
+            column = column.field("bytes")
+        typ = column.type
+    if not (pa.types.is_binary(typ) or pa.types.is_large_binary(typ)
+            or pa.types.is_binary_view(typ)):
+        raise DataError(
+            f"{where}: image column has type {typ}; expected binary JPEG bytes or a "
+            "struct{bytes, path}"
+        )
+    return column.to_pylist()
+
+
+def check_data_root(data_root: str | Path) -> Path:
+    root = Path(data_root)
+    if not root.is_dir():
+        raise DataError(f"LRVS-F data root {root} does not exist or is not a directory")
+    if not (root / "products.parquet").is_file():
+        raise DataError(
+            f"{root} has no products.parquet: download the LRVS-F test set "
+            "(products.parquet + distractors/) or write a synthetic one with `condsim synth lrvsf`"
+        )
+    if not (root / "distractors").is_dir():
+        raise DataError(f"{root} has no distractors/ folder (expected distractors/*.parquet)")
+    return root
+
+
+def read_products(data_root: str | Path, conditioning: str) -> Products:
+    """Read queries, targets and conditions from ``products.parquet``."""
+    if conditioning not in CONDITION_COLUMNS:
+        raise DataError(
+            f"conditioning must be one of {sorted(CONDITION_COLUMNS)}, got {conditioning!r}"
+        )
+    path = check_data_root(data_root) / "products.parquet"
+    try:
+        schema = pq.read_schema(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise DataError(f"{path}: not a readable parquet file ({exc})") from exc
+    needed = [QUERY_COL, TARGET_COL, CONDITION_COLUMNS[conditioning], "CATEGORY"]
+    missing = [c for c in dict.fromkeys(needed) if c not in schema.names]
+    if missing:
+        raise DataError(
+            f"{path}: missing column(s) {missing}; found {schema.names}. The official file has "
+            "SIMPLE_IMG, COMPLEX_IMG, CATEGORY and blip2_caption1"
+        )
+    table = pq.read_table(path, columns=list(dict.fromkeys(needed)))
+    if table.num_rows == 0:
+        raise DataError(f"{path}: no products")
+    conds = table.column(CONDITION_COLUMNS[conditioning]).to_pylist()
+    bad = [i for i, c in enumerate(conds) if not isinstance(c, str) or not c.strip()]
+    if bad:
+        raise DataError(
+            f"{path}: empty/null {CONDITION_COLUMNS[conditioning]} in rows {bad[:10]}"
+        )
+    queries = binary_values(table.column(QUERY_COL), f"{path} column {QUERY_COL}")
+    targets = binary_values(table.column(TARGET_COL), f"{path} column {TARGET_COL}")
+    for name, values in ((QUERY_COL, queries), (TARGET_COL, targets)):
+        nulls = [i for i, v in enumerate(values) if v is None]
+        if nulls:
+            raise DataError(f"{path}: null {name} in rows {nulls[:10]}")
+    return Products(
+        query_images=queries,  # type: ignore[arg-type]
+        target_images=targets,  # type: ignore[arg-type]
+        conditions=[str(c) for c in conds],
+        categories=[str(c) for c in table.column("CATEGORY").to_pylist()],
+    )
+
+
+def distractor_dataset(data_root: str | Path, dist_img_col: str = "jpg") -> pds.Dataset:
+    """The ``distractors/*.parquet`` dataset, checked for files and the image column."""
+    folder = check_data_root(data_root) / "distractors"
+    files = sorted(p for p in folder.rglob("*.parquet") if p.is_file())
+    if not files:
+        raise DataError(f"{folder} holds no .parquet files: the benchmark needs distractors")
+    try:
+        ds = pds.dataset([str(p) for p in files], format="parquet")
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise DataError(f"{folder}: cannot open distractor parquet files ({exc})") from exc
+    if dist_img_col not in ds.schema.names:
+        raise DataError(
+            f"{folder}: distractor files have no column {dist_img_col!r} (found "
+            f"{ds.schema.names}); pass the image column name with --dist-img-col"
+        )
+    return ds
+
+
+def count_distractors(data_root: str | Path, dist_img_col: str = "jpg") -> int:
+    """Number of distractor rows, from parquet metadata (no image is read)."""
+    return int(distractor_dataset(data_root, dist_img_col).count_rows())
+
+
+def iter_distractor_batches(
+    data_root: str | Path,
+    dist_img_col: str = "jpg",
+    aggregate_batches: int = 100_000,
+    fragments_readahead: int = 2,
+    dev_run: bool = False,
+) -> Iterator[list[bytes | None]]:
+    """Yield lists of distractor image bytes, ``>= aggregate_batches`` rows each (but the last).
+
+    Memory is bounded by ``aggregate_batches`` images plus pyarrow's readahead. With
+    ``dev_run`` only the first aggregated batch is produced, as in the official harness.
+    """
+    ds = distractor_dataset(data_root, dist_img_col)
+    batches = ds.to_batches(
+        columns=[dist_img_col], fragment_readahead=fragments_readahead, batch_size=READ_BATCH
+    )
+    pending: list[bytes | None] = []
+    for batch in batches:
+        pending.extend(binary_values(batch.column(0), f"distractor column {dist_img_col}"))
+        if len(pending) >= aggregate_batches:
+            yield pending
+            pending = []
+            if dev_run:
+                return
+    if pending:
+        yield pending

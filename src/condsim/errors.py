@@ -1,0 +1,19 @@
+"""Exception types: every user-facing failure names the file, row and fix."""
+
+from __future__ import annotations
+
+
+class CondsimError(Exception):
+    """Base class of condsim's user-facing errors (the CLI prints them without traceback)."""
+
+
+class DataError(CondsimError):
+    """A dataset file is missing, malformed or inconsistent."""
+
+
+class ModelError(CondsimError):
+    """A model cannot be created, loaded or does not support what is asked of it."""
+
+
+class EmbeddingError(CondsimError):
+    """A model returned embeddings of the wrong shape or with non-finite values."""

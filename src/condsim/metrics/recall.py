@@ -1,0 +1,93 @@
+"""Tie-safe recall@K.
+
+Every benchmark in condsim reduces a query to two counts relative to its target:
+``g`` = number of gallery candidates scoring *strictly higher* than the target, and
+``t`` = number of *other* candidates scoring *exactly equal* to it. Under uniformly random
+tie-breaking the target's rank is uniform on ``{g+1, ..., g+t+1}``, hence
+
+    E[recall@k] = P(rank <= k) = clip((k - g) / (t + 1), 0, 1).
+
+This never depends on where the target sits in the gallery (the GeneCIS reference code put
+the target first and sorted unstably, so ties favoured the target).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from condsim.errors import CondsimError
+
+
+def recall_from_counts(
+    greater: np.ndarray, ties: np.ndarray, ks: Sequence[int]
+) -> np.ndarray:
+    """Expected recall@k from strictly-greater and tie counts.
+
+    ``recall[..., j] = clip((ks[j] - greater) / (ties + 1), 0, 1)`` with ``greater`` = number
+    of candidates scoring strictly above the target and ``ties`` = number of other candidates
+    with exactly the target's score. Output shape: ``greater.shape + (len(ks),)``, float64.
+    """
+    g = np.asarray(greater, dtype=np.float64)[..., None]
+    t = np.asarray(ties, dtype=np.float64)[..., None]
+    k = np.asarray(ks, dtype=np.float64)
+    return np.clip((k - g) / (t + 1.0), 0.0, 1.0)
+
+
+def rank_counts(scores: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per query, ``(greater, ties)``: candidates strictly above / equal to the target's score.
+
+    ``scores`` is ``(Q, G)``; ``target`` is ``(Q,)`` the column of the correct candidate.
+    Rows may hold ``-inf`` for excluded candidates (they never count as greater or tied
+    unless the target itself is ``-inf``, which is rejected).
+    """
+    scores = np.asarray(scores)
+    target = np.asarray(target)
+    if scores.ndim != 2:
+        raise CondsimError(f"scores must be 2-D (queries, candidates), got shape {scores.shape}")
+    if target.shape != (scores.shape[0],):
+        raise CondsimError(
+            f"target must have shape ({scores.shape[0]},), got {target.shape}"
+        )
+    if scores.shape[1] == 0:
+        raise CondsimError("empty gallery: every query needs at least its target as candidate")
+    if target.size and (target.min() < 0 or target.max() >= scores.shape[1]):
+        raise CondsimError(f"target column out of range [0, {scores.shape[1]})")
+    if np.isnan(scores).any():
+        raise CondsimError("scores contain NaN; check the model's embeddings")
+    ts = scores[np.arange(scores.shape[0]), target][:, None]
+    if np.isneginf(ts).any():
+        raise CondsimError("a target candidate was excluded (score -inf)")
+    greater = (scores > ts).sum(axis=1)
+    ties = (scores == ts).sum(axis=1) - 1
+    return greater, ties
+
+
+def expected_recall_at_k(
+    scores: np.ndarray, target: np.ndarray, ks: Sequence[int]
+) -> np.ndarray:
+    """Expected recall@k per query under uniformly random tie-breaking.
+
+    ``scores`` float ``(Q, G)``, ``target`` int ``(Q,)``. With ``g`` candidates strictly above
+    the target and ``t`` others tied with it::
+
+        recall@k = clip((k - g) / (t + 1), 0, 1)
+
+    Returns ``(Q, len(ks))`` float64. A model returning constant scores gets exactly ``k / G``
+    (for ``k <= G``), independent of the target's position.
+    """
+    greater, ties = rank_counts(scores, target)
+    return recall_from_counts(greater, ties, ks)
+
+
+def weighted_mean_std(values: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and sample standard deviation (``ddof = 1``) along ``axis``.
+
+    ``std = sqrt(sum_i (x_i - mean)^2 / (n - 1))``; for a single value std is 0.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    n = values.shape[axis]
+    mean = values.mean(axis=axis)
+    std = values.std(axis=axis, ddof=1) if n > 1 else np.zeros_like(mean)
+    return mean, std

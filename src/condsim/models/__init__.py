@@ -1,0 +1,1 @@
+"""Model adapters: every model implements the ConditionalEncoder protocol (condsim.types)."""

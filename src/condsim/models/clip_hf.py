@@ -1,0 +1,192 @@
+"""transformers CLIP / SigLIP checkpoints (``hf:<local-dir-or-hub-id>``).
+
+Queries combine image and condition text the GeneCIS way (mean of the normalised image and
+text features, renormalised); targets are normalised image features. Other combinations
+(``image-only``, ``text-only``) are available through ``combine:<mode>/<model>``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from condsim.errors import ModelError
+from condsim.models.base import PixelEncoder, default_device
+from condsim.models.preprocess import ImagePreprocessor
+from condsim.registry import register_model
+from condsim.types import ModelMeta
+
+logger = logging.getLogger(__name__)
+
+COMBINE_MODES = ("image+text", "image-only", "text-only")
+
+
+def _features(out: Any) -> torch.Tensor:
+    """transformers 5 returns model outputs from ``get_*_features``; 4.x returns tensors."""
+    if isinstance(out, torch.Tensor):
+        return out
+    for attr in ("pooler_output", "image_embeds", "text_embeds"):
+        value = getattr(out, attr, None)
+        if isinstance(value, torch.Tensor):
+            return value
+    raise ModelError(f"cannot find features in model output of type {type(out).__name__}")
+
+
+def _read_preprocessor_config(path: Path) -> dict[str, Any]:
+    pre = path / "preprocessor_config.json"
+    if pre.is_file():
+        return json.loads(pre.read_text())
+    proc = path / "processor_config.json"
+    if proc.is_file():
+        data = json.loads(proc.read_text())
+        if "image_processor" in data:
+            return data["image_processor"]
+    raise ModelError(
+        f"{path}: no preprocessor_config.json or processor_config.json with an image "
+        "processor; save the processor with `processor.save_pretrained(dir)`"
+    )
+
+
+def _weights_digest(path: Path) -> str:
+    h = hashlib.blake2b(digest_size=8)
+    for name in sorted(os.listdir(path)):
+        if name.endswith((".json", ".safetensors", ".bin")):
+            with open(path / name, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 22), b""):  # noqa: B023
+                    h.update(chunk)
+    return h.hexdigest()
+
+
+def resolve_checkpoint(name_or_path: str) -> Path:
+    """A local checkpoint directory, or a hub id resolved through the local HF cache/hub."""
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        if not path.is_dir() or not (path / "config.json").is_file():
+            raise ModelError(
+                f"{path}: not a transformers checkpoint directory (no config.json); "
+                "save one with `model.save_pretrained(dir)`"
+            )
+        return path
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(name_or_path))
+    except Exception as exc:
+        raise ModelError(
+            f"cannot load {name_or_path!r}: not a local directory and the hub is unreachable "
+            f"or has no such model ({type(exc).__name__}: {exc}). Download it once, then pass "
+            "the local directory (works offline with HF_HUB_OFFLINE=1)"
+        ) from exc
+
+
+class HFClipEncoder(PixelEncoder):
+    """A CLIP-family dual encoder from a transformers checkpoint."""
+
+    def __init__(
+        self,
+        name_or_path: str,
+        *,
+        mode: str = "image+text",
+        device: str | torch.device | None = None,
+        name: str | None = None,
+    ) -> None:
+        from transformers import AutoModel, AutoTokenizer
+
+        if mode not in COMBINE_MODES:
+            raise ModelError(f"unknown combination {mode!r}; choose from {COMBINE_MODES}")
+        path = resolve_checkpoint(name_or_path)
+        try:
+            self.model = AutoModel.from_pretrained(path).eval()
+            self.tokenizer = AutoTokenizer.from_pretrained(path)
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"{path}: cannot load model/tokenizer ({exc})") from exc
+        if not hasattr(self.model, "get_image_features"):
+            raise ModelError(f"{path}: {type(self.model).__name__} has no image/text towers")
+        self.device = torch.device(device) if device is not None else default_device()
+        self.model.to(self.device)
+        self.preprocessor = ImagePreprocessor.from_hf_config(_read_preprocessor_config(path))
+        self.mode = mode
+        cfg = self.model.config
+        dim = int(getattr(cfg, "projection_dim", 0) or cfg.text_config.hidden_size)
+        self.max_length = int(getattr(cfg.text_config, "max_position_embeddings", 77))
+        base = name or f"hf:{name_or_path}"
+        self.meta = ModelMeta(
+            name=base if mode == "image+text" else f"combine:{mode}/{base}",
+            embedding_dim=dim,
+            preprocessing_id=f"{self.preprocessor.id}+{mode}",
+            conditions=("category", "text"),
+            revision=_weights_digest(path),
+            extra={"path": str(path), "mode": mode, "architecture": type(self.model).__name__},
+        )
+
+    def encode_image_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        return F.normalize(_features(self.model.get_image_features(pixel_values=pixels)), dim=-1)
+
+    def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
+        """Normalised text features of ``texts``."""
+        tok = self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.max_length,
+            return_tensors="pt",
+        ).to(self.device)
+        return F.normalize(_features(self.model.get_text_features(**tok)), dim=-1)
+
+    def encode_query_pixels(
+        self, pixels: torch.Tensor, conditions: Sequence[str]
+    ) -> torch.Tensor:
+        if self.mode == "image-only":
+            return self.encode_image_pixels(pixels)
+        text = self.encode_texts(conditions)
+        if self.mode == "text-only":
+            return text
+        return F.normalize(self.encode_image_pixels(pixels) + text, dim=-1)
+
+
+@register_model("hf:", scheme=True, description="transformers CLIP/SigLIP checkpoint (dir or id)")
+def create_hf(rest: str, **kwargs: Any) -> HFClipEncoder:
+    return HFClipEncoder(rest, **kwargs)
+
+
+@register_model(
+    "combine:", scheme=True,
+    description="GeneCIS baselines: combine:image-only|text-only|image+text/<clip model>",
+)
+def create_combine(rest: str, **kwargs: Any) -> PixelEncoder:
+    from condsim.registry import create_model
+
+    mode, sep, base = rest.partition("/")
+    if not sep or mode not in COMBINE_MODES:
+        raise ModelError(
+            f"expected combine:<mode>/<model> with mode in {COMBINE_MODES}, got 'combine:{rest}'"
+        )
+    model = create_model(base, **kwargs)
+    if not isinstance(model, HFClipEncoder):
+        raise ModelError(f"combine: needs a CLIP dual encoder, {base!r} is not one")
+    return model.with_mode(mode)
+
+
+def _with_mode(self: HFClipEncoder, mode: str) -> HFClipEncoder:
+    """A view of this encoder with another image/text combination (shares the weights)."""
+    clone = object.__new__(HFClipEncoder)
+    clone.__dict__.update(self.__dict__)
+    clone.mode = mode
+    base = self.meta.name
+    clone.meta = ModelMeta(
+        name=base if mode == "image+text" else f"combine:{mode}/{base}",
+        embedding_dim=self.meta.embedding_dim,
+        preprocessing_id=f"{self.preprocessor.id}+{mode}",
+        conditions=self.meta.conditions,
+        revision=self.meta.revision,
+        extra={**self.meta.extra, "mode": mode},
+    )
+    return clone
+
+
+HFClipEncoder.with_mode = _with_mode  # type: ignore[attr-defined]

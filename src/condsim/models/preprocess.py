@@ -1,0 +1,90 @@
+"""PIL + numpy image preprocessing (no torchvision), picklable for worker processes.
+
+The preprocessing is part of a model's identity: :attr:`ImagePreprocessor.id` enters the
+embedding cache key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from condsim.data.images import decode_image
+
+OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@dataclass(frozen=True)
+class ImagePreprocessor:
+    """Resize the shortest side to ``resize`` (bicubic by default), centre-crop
+    ``crop_h x crop_w``, scale to [0, 1], normalise ``(x - mean) / std``; output ``(3, H, W)``
+    float32. ``resize=0`` resizes straight to the crop size (no aspect kept, as SigLIP does).
+    """
+
+    resize: int = 224
+    crop_h: int = 224
+    crop_w: int = 224
+    mean: tuple[float, float, float] = OPENAI_CLIP_MEAN
+    std: tuple[float, float, float] = OPENAI_CLIP_STD
+    resample: int = int(Image.Resampling.BICUBIC)
+
+    @property
+    def id(self) -> str:
+        blob = json.dumps(asdict(self), sort_keys=True).encode()
+        return "pil-" + hashlib.blake2b(blob, digest_size=6).hexdigest()
+
+    def to_pil(self, image: Any) -> Image.Image:
+        """Decode (if needed), resize and crop; returns the RGB crop."""
+        img = decode_image(image)
+        if self.resize <= 0:
+            return img.resize((self.crop_w, self.crop_h), self.resample)
+        w, h = img.size
+        scale = self.resize / min(w, h)
+        nw, nh = max(self.resize, round(w * scale)), max(self.resize, round(h * scale))
+        if (nw, nh) != (w, h):
+            img = img.resize((nw, nh), self.resample)
+        left = (nw - self.crop_w) // 2
+        top = (nh - self.crop_h) // 2
+        if left < 0 or top < 0:
+            canvas = Image.new("RGB", (max(nw, self.crop_w), max(nh, self.crop_h)))
+            canvas.paste(img, (max(0, -left), max(0, -top)))
+            img, left, top = canvas, max(0, left), max(0, top)
+        return img.crop((left, top, left + self.crop_w, top + self.crop_h))
+
+    def __call__(self, image: Any) -> np.ndarray:
+        arr = np.asarray(self.to_pil(image), dtype=np.float32) * (1.0 / 255.0)
+        arr = (arr - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        return np.ascontiguousarray(arr.transpose(2, 0, 1))
+
+    @classmethod
+    def from_hf_config(cls, cfg: dict[str, Any]) -> ImagePreprocessor:
+        """Build from a transformers image-processor config (``preprocessor_config.json`` or
+        the ``image_processor`` entry of ``processor_config.json``)."""
+        size = cfg.get("size", 224)
+        crop = cfg.get("crop_size", size) if cfg.get("do_center_crop", True) else size
+        if isinstance(crop, int):
+            crop_h = crop_w = crop
+        else:
+            crop_h = int(crop.get("height", crop.get("shortest_edge", 224)))
+            crop_w = int(crop.get("width", crop.get("shortest_edge", 224)))
+        if isinstance(size, int):
+            resize = size
+        elif "shortest_edge" in size:
+            resize = int(size["shortest_edge"])
+        else:  # {"height", "width"}: plain resize without keeping the aspect ratio
+            resize, crop_h, crop_w = 0, int(size["height"]), int(size["width"])
+        mean = tuple(cfg.get("image_mean", OPENAI_CLIP_MEAN)) if cfg.get(
+            "do_normalize", True) else (0.0, 0.0, 0.0)
+        std = tuple(cfg.get("image_std", OPENAI_CLIP_STD)) if cfg.get(
+            "do_normalize", True) else (1.0, 1.0, 1.0)
+        return cls(
+            resize=resize, crop_h=crop_h, crop_w=crop_w,
+            mean=mean, std=std,  # type: ignore[arg-type]
+            resample=int(cfg.get("resample", int(Image.Resampling.BICUBIC))),
+        )

@@ -1,0 +1,115 @@
+"""One registry for models and one for benchmarks, with did-you-mean errors.
+
+Models are registered either by exact name (``test/tiny-clip``) or by a *scheme prefix*
+(``hf:``, ``open_clip:``, ``combine:``) whose factory receives the rest of the name.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from condsim.errors import ModelError
+
+ModelFactory = Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    factory: ModelFactory
+    description: str
+    is_scheme: bool
+
+
+_MODELS: dict[str, ModelEntry] = {}
+_BENCHMARKS: dict[str, Any] = {}
+
+# Modules whose import registers built-in models/benchmarks (imported lazily, never at
+# ``import condsim`` time, so importing the package stays cheap and side-effect free).
+_BUILTIN_MODEL_MODULES = (
+    "condsim.models.clip_hf",
+    "condsim.models.tiny",
+)
+_BUILTIN_BENCHMARK_MODULES = ("condsim.benchmarks.lrvsf",)
+
+
+def register_model(
+    name: str, *, description: str = "", scheme: bool = False
+) -> Callable[[ModelFactory], ModelFactory]:
+    """Decorator registering ``factory`` under ``name``.
+
+    With ``scheme=True``, ``name`` is a prefix such as ``"hf:"`` and the factory is called
+    with the remainder of the requested name as its first argument.
+    """
+
+    def deco(factory: ModelFactory) -> ModelFactory:
+        _MODELS[name] = ModelEntry(name, factory, description or (factory.__doc__ or "").strip()
+                                   .split("\n")[0], scheme)
+        return factory
+
+    return deco
+
+
+def _load_builtins(modules: tuple[str, ...]) -> None:
+    for mod in modules:
+        importlib.import_module(mod)
+
+
+def list_models() -> list[ModelEntry]:
+    """All registered models and schemes, sorted by name."""
+    _load_builtins(_BUILTIN_MODEL_MODULES)
+    return sorted(_MODELS.values(), key=lambda e: e.name)
+
+
+def did_you_mean(name: str, candidates: list[str]) -> str:
+    close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.5)
+    return f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+
+
+def create_model(name: str, **kwargs: Any) -> Any:
+    """Create the model registered as ``name`` (exact name or ``scheme:rest``).
+
+    Raises :class:`ModelError` with close matches when ``name`` is unknown.
+    """
+    _load_builtins(_BUILTIN_MODEL_MODULES)
+    if name in _MODELS and not _MODELS[name].is_scheme:
+        return _MODELS[name].factory(**kwargs)
+    for entry in sorted(_MODELS.values(), key=lambda e: -len(e.name)):
+        if entry.is_scheme and name.startswith(entry.name):
+            return entry.factory(name[len(entry.name):], **kwargs)
+    names = [e.name for e in _MODELS.values()]
+    raise ModelError(
+        f"Unknown model {name!r}.{did_you_mean(name, names)} "
+        f"Run `condsim models` to list models; schemes: "
+        f"{', '.join(e.name + '<...>' for e in _MODELS.values() if e.is_scheme)}"
+    )
+
+
+def register_benchmark(name: str) -> Callable[[Any], Any]:
+    """Decorator registering a benchmark class (with a ``meta`` attribute) under ``name``."""
+
+    def deco(cls: Any) -> Any:
+        _BENCHMARKS[name] = cls
+        return cls
+
+    return deco
+
+
+def get_benchmark(name: str) -> Any:
+    """The benchmark class registered as ``name`` (did-you-mean on a typo)."""
+    _load_builtins(_BUILTIN_BENCHMARK_MODULES)
+    if name not in _BENCHMARKS:
+        raise ModelError(
+            f"Unknown benchmark {name!r}.{did_you_mean(name, list(_BENCHMARKS))} "
+            f"Known: {', '.join(sorted(_BENCHMARKS))}"
+        )
+    return _BENCHMARKS[name]
+
+
+def list_benchmarks() -> list[str]:
+    _load_builtins(_BUILTIN_BENCHMARK_MODULES)
+    return sorted(_BENCHMARKS)

@@ -1,0 +1,155 @@
+"""fold_recalls against a brute-force loop that builds every fold gallery and sorts it."""
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from condsim.benchmarks.lrvsf import fold_recalls, load_folds, official_folds, seeded_draws
+from condsim.benchmarks.lrvsf_core import recalls_from_fold_counts
+from condsim.errors import CondsimError, DataError
+from condsim.search.exact import fold_rank_counts
+
+
+def brute_force(q, t, d, folds, draws, ks):
+    """Reference protocol: per fold, gallery = unique targets + drawn distractors, full sort,
+    expected recall under random tie-breaking, queries weighted by multiplicity."""
+    out = np.zeros((folds.shape[0], len(ks)))
+    for f in range(folds.shape[0]):
+        uniq, counts = np.unique(folds[f], return_counts=True)
+        gallery = np.concatenate([t[uniq], d[draws[f]]])
+        scores = q[uniq] @ gallery.T
+        for i in range(len(uniq)):
+            own = scores[i, i]
+            order = np.argsort(-scores[i], kind="stable")
+            g = int((scores[i] > own).sum())
+            tie = int((scores[i] == own).sum()) - 1
+            assert tie >= 0 and g == int(np.sum(scores[i][order[:g]] > own))
+            for j, k in enumerate(ks):
+                out[f, j] += counts[i] * min(1.0, max(0.0, (k - g) / (tie + 1)))
+        out[f] /= counts.sum()
+    return out
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    p=st.integers(2, 30), n=st.integers(1, 80), dim=st.integers(1, 4),
+    f=st.integers(1, 4), b=st.integers(1, 25), nd=st.integers(0, 120),
+    block=st.integers(1, 50), seed=st.integers(0, 2**31 - 1),
+)
+def test_matches_brute_force_with_ties_and_duplicates(p, n, dim, f, b, nd, block, seed):
+    rng = np.random.default_rng(seed)
+    # small integer embeddings: exact dot products, many ties, duplicate rows
+    q = rng.integers(-2, 3, (p, dim)).astype(np.float32)
+    t = rng.integers(-2, 3, (p, dim)).astype(np.float32)
+    d = rng.integers(-2, 3, (n, dim)).astype(np.float32)
+    folds = rng.integers(0, p, (f, b))
+    draws = rng.integers(0, n, (f, nd))
+    ks = [1, 2, 5, 10]
+    got = fold_recalls(q, t, d, folds, draws, ks, block_size=block)
+    want = brute_force(q, t, d, folds, draws, ks)
+    assert got.shape == (f, len(ks)) and got.dtype == np.float64
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+
+
+def test_matches_torch_topk_reference_on_random_floats(tmp_path):
+    rng = np.random.default_rng(0)
+    p, n, dim = 60, 3000, 16
+    q = rng.normal(size=(p, dim)).astype(np.float32)
+    t = (q + 0.8 * rng.normal(size=(p, dim))).astype(np.float32)
+    d = rng.normal(size=(n, dim)).astype(np.float32)
+    mm = np.lib.format.open_memmap(tmp_path / "d.npy", "w+", np.float32, d.shape)
+    mm[:] = d
+    mm.flush()
+    folds = rng.integers(0, p, (5, 30))
+    draws = rng.integers(0, n, (5, 2000))
+    ks = [1, 5, 10, 20, 50]
+    got = fold_recalls(q, t, np.load(tmp_path / "d.npy", mmap_mode="r"), folds, draws, ks,
+                       block_size=700)
+    # the official loop: gallery per fold, torch.topk(100), hit if target among first K
+    want = np.zeros_like(got)
+    for f in range(5):
+        uniq, counts = np.unique(folds[f], return_counts=True)
+        gal = torch.from_numpy(np.concatenate([t[uniq], d[draws[f]]]))
+        top = torch.topk(torch.from_numpy(q[uniq]) @ gal.T, 100).indices
+        hits = (top == torch.arange(len(uniq))[:, None]).float().cumsum(1) > 0
+        for j, k in enumerate(ks):
+            want[f, j] = (hits[:, k - 1].numpy() * counts).sum() / counts.sum()
+    np.testing.assert_allclose(got, want, atol=1e-12)
+
+
+def test_constant_model_gets_exact_chance():
+    p, n = 10, 50
+    q = np.ones((p, 4), np.float32)
+    t = np.ones((p, 4), np.float32)
+    d = np.ones((n, 4), np.float32)
+    folds = np.array([[0, 1, 1, 2], [3, 3, 3, 3]])
+    draws = np.random.default_rng(0).integers(0, n, (2, 20))
+    got = fold_recalls(q, t, d, folds, draws, [1, 5, 30])
+    g0, g1 = 3 + 20, 1 + 20  # gallery sizes: unique targets + draws
+    np.testing.assert_allclose(got, [[1 / g0, 5 / g0, 1.0], [1 / g1, 5 / g1, 1.0]])
+
+
+def test_multiple_draw_sets_in_one_pass_equal_separate_calls():
+    rng = np.random.default_rng(2)
+    q, t = rng.normal(size=(2, 40, 8)).astype(np.float32)
+    d = rng.normal(size=(500, 8)).astype(np.float32)
+    folds = rng.integers(0, 40, (3, 20))
+    draws = seeded_draws(7, (10, 100, 1000), 3, 500)
+    both = recalls_from_fold_counts(fold_rank_counts(q, t, d, folds, draws), [1, 5])
+    for li in range(3):
+        rows = draws.mult[:, li * 3:(li + 1) * 3]
+        # rebuild explicit draws from the multiplicities and compare with the single-set API
+        explicit = np.stack([np.repeat(np.arange(500), rows[:, f]) for f in range(3)])
+        np.testing.assert_allclose(both[:, li], fold_recalls(q, t, d, folds, explicit, [1, 5]))
+
+
+def test_seeded_draws_are_reproducible_and_seed_dependent():
+    a = seeded_draws(0, (100,), 4, 1000).mult
+    b = seeded_draws(0, (100,), 4, 1000).mult
+    c = seeded_draws(1, (100,), 4, 1000).mult
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    assert a.sum(axis=0).tolist() == [100] * 4
+
+
+def test_bad_inputs_are_named():
+    q = np.zeros((3, 2), np.float32)
+    d = np.zeros((5, 2), np.float32)
+    folds = np.array([[0, 1]])
+    with pytest.raises(CondsimError, match="dimension"):
+        fold_recalls(q, q, np.zeros((5, 3), np.float32), folds, np.zeros((1, 2), int), [1])
+    with pytest.raises(CondsimError, match="outside"):
+        fold_recalls(q, q, d, np.array([[0, 7]]), np.zeros((1, 2), int), [1])
+    with pytest.raises(CondsimError, match="fold rows"):
+        fold_recalls(q, q, d, folds, np.zeros((2, 2), int), [1])
+    bad = q.copy()
+    bad[1, 0] = np.nan
+    with pytest.raises(CondsimError, match="NaN"):
+        fold_recalls(bad, q, d, folds, np.zeros((1, 2), int), [1])
+    dn = d.copy()
+    dn[4] = np.inf
+    with pytest.raises(CondsimError, match="NaN/inf"):
+        fold_recalls(q, q, dn, folds, np.zeros((1, 2), int), [1])
+
+
+def test_official_folds_shipped_and_loaders(tmp_path):
+    folds = official_folds()
+    assert folds.shape == (20, 1000)
+    uniq = [len(np.unique(r)) for r in folds]
+    assert min(uniq) >= 766 and max(uniq) <= 802
+    shared = __import__("pathlib").Path(__file__).parents[2] / "shared" / \
+        "lrvsf_bootstrapped_indices.npy"
+    if shared.exists():
+        assert np.array_equal(np.load(shared), folds)
+    torch.save(torch.from_numpy(folds.astype(np.int32)), tmp_path / "b.pt")
+    loaded, src = load_folds(str(tmp_path / "b.pt"), 2000, 0)
+    assert np.array_equal(loaded, folds) and src.endswith("b.pt")
+    np.save(tmp_path / "bad.npy", np.zeros(5, np.int64))
+    with pytest.raises(DataError, match="2-D"):
+        load_folds(str(tmp_path / "bad.npy"), 2000, 0)
+    with pytest.raises(DataError, match="seeded"):
+        load_folds("official", 200, 0)
+    s1, _ = load_folds("seeded", 200, 3)
+    s2, _ = load_folds("seeded", 200, 3)
+    assert s1.shape == (20, 100) and np.array_equal(s1, s2)
