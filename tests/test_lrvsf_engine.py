@@ -37,8 +37,9 @@ def brute_force(q, t, d, folds, draws, ks):
     p=st.integers(2, 30), n=st.integers(1, 80), dim=st.integers(1, 4),
     f=st.integers(1, 4), b=st.integers(1, 25), nd=st.integers(0, 120),
     block=st.integers(1, 50), seed=st.integers(0, 2**31 - 1),
+    screen=st.sampled_from(["bf16", "fp32"]),
 )
-def test_matches_brute_force_with_ties_and_duplicates(p, n, dim, f, b, nd, block, seed):
+def test_matches_brute_force_with_ties_and_duplicates(p, n, dim, f, b, nd, block, seed, screen):
     rng = np.random.default_rng(seed)
     # small integer embeddings: exact dot products, many ties, duplicate rows
     q = rng.integers(-2, 3, (p, dim)).astype(np.float32)
@@ -47,13 +48,34 @@ def test_matches_brute_force_with_ties_and_duplicates(p, n, dim, f, b, nd, block
     folds = rng.integers(0, p, (f, b))
     draws = rng.integers(0, n, (f, nd))
     ks = [1, 2, 5, 10]
-    got = fold_recalls(q, t, d, folds, draws, ks, block_size=block)
+    got = fold_recalls(q, t, d, folds, draws, ks, block_size=block, screen=screen)
     want = brute_force(q, t, d, folds, draws, ks)
     assert got.shape == (f, len(ks)) and got.dtype == np.float64
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
 
 
-def test_matches_torch_topk_reference_on_random_floats(tmp_path):
+@pytest.mark.parametrize("screen", ["bf16", "fp32"])
+def test_copies_of_targets_among_distractors_tie_exactly(screen):
+    """Float embeddings, the same image as target and as distractor(s): a tie, never a win
+    or a loss decided by BLAS rounding."""
+    rng = np.random.default_rng(5)
+    q = rng.normal(size=(30, 64)).astype(np.float32)
+    t = (q + rng.normal(size=(30, 64))).astype(np.float32)
+    d = rng.normal(size=(200, 64)).astype(np.float32)
+    d[[3, 50, 51]] = t[[7, 7, 9]]  # target 7 appears twice, target 9 once
+    folds = np.arange(30)[None]
+    draws = np.array([[3, 50, 51, 3, 10, 11]])
+    got = fold_recalls(q, t, d, folds, draws, [1, 2, 3, 4], screen=screen)
+    want = brute_force(q, t, d, folds, draws, [1, 2, 3, 4])
+    np.testing.assert_allclose(got, want, atol=1e-12)
+    fc = fold_rank_counts(q, t, d, folds, [draws], screen=screen)
+    i7 = int(np.flatnonzero(fc.products == 7)[0])
+    i9 = int(np.flatnonzero(fc.products == 9)[0])
+    assert fc.ties[i7, 0, 0] == 3 and fc.ties[i9, 0, 0] == 1  # row 3 drawn twice + row 50
+
+
+@pytest.mark.parametrize("screen", ["bf16", "fp32"])
+def test_matches_torch_topk_reference_on_random_floats(tmp_path, screen):
     rng = np.random.default_rng(0)
     p, n, dim = 60, 3000, 16
     q = rng.normal(size=(p, dim)).astype(np.float32)
@@ -66,7 +88,7 @@ def test_matches_torch_topk_reference_on_random_floats(tmp_path):
     draws = rng.integers(0, n, (5, 2000))
     ks = [1, 5, 10, 20, 50]
     got = fold_recalls(q, t, np.load(tmp_path / "d.npy", mmap_mode="r"), folds, draws, ks,
-                       block_size=700)
+                       block_size=700, screen=screen)
     # the official loop: gallery per fold, torch.topk(100), hit if target among first K
     want = np.zeros_like(got)
     for f in range(5):

@@ -22,11 +22,11 @@ import numpy as np
 
 from condsim.benchmarks.base import BenchmarkMeta
 from condsim.benchmarks.lrvsf_core import fold_recalls, recalls_from_fold_counts
-from condsim.cache.store import CachedRows, EmbeddingCache, item_keys
+from condsim.cache.encode import encode_cached
+from condsim.cache.store import CachedRows, EmbeddingCache
 from condsim.data import lrvsf as data
 from condsim.errors import CondsimError, DataError
 from condsim.metrics.recall import weighted_mean_std
-from condsim.models.base import encode_images
 from condsim.paths import default_cache_dir
 from condsim.progress import ProgressFactory, no_progress
 from condsim.registry import register_benchmark
@@ -143,31 +143,6 @@ class LRVSFConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _encode_cached(
-    model: Any, cache: EmbeddingCache, images: Sequence[Any], conditions: Sequence[str] | None,
-    cfg: LRVSFConfig, what: str, progress: Any, chunk: int = 8192,
-) -> tuple[np.ndarray, dict[int, str]]:
-    """Cache rows for ``images`` (-1 where undecodable), encoding only what is missing."""
-    keys = item_keys(images, conditions)
-    rows = cache.lookup(keys)
-    missing = np.flatnonzero(rows < 0)
-    progress(len(images) - missing.size)
-    errors: dict[int, str] = {}
-    for start in range(0, missing.size, chunk):
-        sel = missing[start:start + chunk]
-        res = encode_images(
-            model, [images[i] for i in sel],
-            None if conditions is None else [conditions[i] for i in sel],
-            batch_size=cfg.batch_size, num_workers=cfg.num_workers, progress=progress, what=what,
-        )
-        for j, msg in res.errors.items():
-            errors[int(sel[j])] = msg
-        cache.append(keys[sel[res.ok]], res.embeddings)
-    if missing.size:
-        rows = cache.lookup(keys)
-    return rows, errors
-
-
 class LRVSFBenchmark:
     meta = META
 
@@ -191,12 +166,17 @@ class LRVSFBenchmark:
         n_products = len(products)
         folds, folds_source = load_folds(cfg.folds, n_products, cfg.seed)
 
-        bar = progress("encode queries", n_products)
-        q_rows, q_err = _encode_cached(model, cache, products.query_images, products.conditions,
-                                       cfg, "products.parquet COMPLEX_IMG", bar)
-        bar = progress("encode targets", n_products)
-        t_rows, t_err = _encode_cached(model, cache, products.target_images, None, cfg,
-                                       "products.parquet SIMPLE_IMG", bar)
+        enc = {"batch_size": cfg.batch_size, "num_workers": cfg.num_workers}
+        q_rows, q_err = encode_cached(
+            model, cache, products.query_images, products.conditions,
+            progress=progress("encode queries", n_products),
+            what="products.parquet COMPLEX_IMG", **enc,
+        )
+        t_rows, t_err = encode_cached(
+            model, cache, products.target_images, None,
+            progress=progress("encode targets", n_products),
+            what="products.parquet SIMPLE_IMG", **enc,
+        )
         if q_err or t_err:
             rows = sorted(set(q_err) | set(t_err))
             first = (q_err | t_err)[rows[0]]
@@ -219,7 +199,9 @@ class LRVSFBenchmark:
         ):
             nulls = [i for i, b in enumerate(batch) if b is None]
             images = [b if b is not None else b"" for b in batch]
-            rows, errors = _encode_cached(model, cache, images, None, cfg, "distractors", bar)
+            rows, errors = encode_cached(
+                model, cache, images, None, progress=bar, what="distractors", **enc
+            )
             corrupt += len(errors)
             corrupt_examples += [f"row {seen + i}: {m}" for i, m in
                                  list(errors.items())[: max(0, 5 - len(corrupt_examples))]]

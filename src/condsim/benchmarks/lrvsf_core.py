@@ -37,6 +37,7 @@ def fold_recalls(
     *,
     block_size: int = 16384,
     device: str | None = None,
+    screen: str = "auto",
 ) -> np.ndarray:
     """Exact bootstrap recall@K of LRVS-F for one distractor count, in a single pass.
 
@@ -48,10 +49,13 @@ def fold_recalls(
     occurrence is a gallery item). Score = inner product. Ties: expected recall under uniformly
     random tie-breaking, ``clip((k - g) / (t + 1), 0, 1)``.
 
+    ``screen`` picks the screening precision (``auto``/``bf16``/``fp32``); results are the
+    same, see :func:`condsim.search.exact.fold_rank_counts`.
+
     Returns ``(F, len(ks))`` float64 fractions in [0, 1].
     """
     fc = fold_rank_counts(
         queries, targets, distractors, folds, [np.asarray(dist_draws)],
-        block_size=block_size, device=device,
+        block_size=block_size, device=device, screen=screen,
     )
     return recalls_from_fold_counts(fc, ks)[:, 0, :]

@@ -131,6 +131,14 @@ def score_blocks(
     ``gallery`` is anything with ``shape`` and row slicing (ndarray, ``np.memmap``, tensor).
     Only one block is in memory at a time. NaN/inf rows raise :class:`CondsimError`.
     """
+    for start, stop, block in gallery_blocks(gallery, block_size, device):
+        yield start, stop, queries @ block.T
+
+
+def gallery_blocks(
+    gallery: Any, block_size: int, device: torch.device
+) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """Yield ``(start, stop, float32 rows)`` blocks of ``gallery``, checked for NaN/inf."""
     n = int(gallery.shape[0])
     for start in range(0, n, block_size):
         stop = min(n, start + block_size)
@@ -140,10 +148,133 @@ def score_blocks(
             if isinstance(block, torch.Tensor)
             else torch.from_numpy(np.array(block, dtype=np.float32, order="C")).to(device)
         )
-        if not torch.isfinite(block_t).all():
-            bad = (~torch.isfinite(block_t).all(dim=1)).nonzero().flatten()[:5] + start
+        finite = torch.isfinite(block_t).all(dim=1)
+        if not bool(finite.all()):
+            bad = (~finite).nonzero().flatten()[:5] + start
             raise CondsimError(f"gallery rows {bad.tolist()} hold NaN/inf embeddings")
-        yield start, stop, queries @ block_t.T
+        yield start, stop, block_t
+
+
+def rowwise_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``sum_i a[r, i] * b[r, i]`` per row, in float32.
+
+    Every *decision* about a pair (strictly above / tied with the target) is taken on scores
+    computed by this one function, so identical embeddings (a distractor that is a copy of
+    the target image) always tie exactly, whatever BLAS kernel produced the screening scores.
+    """
+    return (a * b).sum(dim=1)
+
+
+#: Unit roundoff of bfloat16 (8-bit significand) and of float32.
+_U_BF16 = 2.0**-8
+_U_F32 = 2.0**-24
+
+
+def screening_error_coef(dim: int, bf16: bool) -> float:
+    """Certified bound ``c`` with ``|approx(q.d) - fl32(q.d)| <= c * ||q|| * ||d||``.
+
+    For float32 GEMM vs a float32 row dot, both within ``gamma_d = d * u32`` (times
+    ``sum |q_i d_i| <= ||q|| ||d||``) of the real value: ``c = 2 gamma_d``. For bfloat16 inputs
+    (each rounded with relative error ``u = 2^-8``), float32 accumulation and a bfloat16
+    output: ``c = 3u + u^2 + 2 gamma_d``, rounded up generously to ``4u + 2 gamma_d``.
+    """
+    gamma = dim * _U_F32 * 1.01
+    return (4 * _U_BF16 + 2 * gamma) if bf16 else max(4 * gamma, 16 * _U_F32)
+
+
+@dataclass
+class ScreenStats:
+    """How pairs were decided (for logs and benchmarks)."""
+
+    pairs: int = 0
+    rechecked: int = 0
+    fallback_blocks: int = 0
+    blocks: int = 0
+
+
+class _BlockRanker:
+    """Adds, per block of gallery rows, the multiplicity-weighted counts of rows scoring
+    strictly above / equal to each query's own target score.
+
+    Screening: approximate scores ``A`` (bfloat16 GEMM on CPUs with fast bf16, else float32
+    GEMM) with a certified error bound ``delta_p = c ||q_p|| max_j ||d_j||``. Pairs with
+    ``A > own + delta`` are above, ``A < own - delta`` below, and the narrow band in between is
+    recomputed exactly with :func:`rowwise_dot`. A block whose band is too wide falls back to
+    float32 GEMM screening. The counts are therefore exactly those of float32 row dots.
+    """
+
+    def __init__(self, qa: torch.Tensor, own: torch.Tensor, use_bf16: bool) -> None:
+        self.qa = qa
+        self.own = own
+        self.use_bf16 = use_bf16
+        self.qa_bf = qa.to(torch.bfloat16) if use_bf16 else None
+        self.qnorm = torch.linalg.vector_norm(qa, dim=1)
+        dim = qa.shape[1]
+        self.coef = {b: screening_error_coef(dim, b) for b in (True, False)}
+        self.stats = ScreenStats()
+        self.max_band = 0.02
+
+    def _bounds(self, block: torch.Tensor, bf16: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        dmax = torch.linalg.vector_norm(block, dim=1).max()
+        delta = self.coef[bf16] * self.qnorm * dmax * 1.0001 + 1e-30
+        lo, hi = (self.own - delta)[:, None], (self.own + delta)[:, None]
+        if bf16:  # compare in bf16: round the thresholds outwards
+            lo = (lo - lo.abs() * 2**-7).to(torch.bfloat16)
+            hi = (hi + hi.abs() * 2**-7).to(torch.bfloat16)
+        return lo, hi
+
+    def add(
+        self, block: torch.Tensor, mult: torch.Tensor, greater: torch.Tensor, ties: torch.Tensor
+    ) -> None:
+        """``greater[p] += sum_j mult[j] [s_pj > own_p]``; same for ``==`` into ``ties``."""
+        self.stats.blocks += 1
+        self.stats.pairs += self.qa.shape[0] * block.shape[0]
+        for bf16 in ((True, False) if self.use_bf16 else (False,)):
+            approx = (self.qa_bf @ block.to(torch.bfloat16).T) if bf16 else self.qa @ block.T
+            lo, hi = self._bounds(block, bf16)
+            above = approx > hi
+            band = (approx >= lo) & ~above
+            rows, cols = band.nonzero(as_tuple=True)
+            if rows.numel() <= self.max_band * band.numel() or not bf16:
+                break
+            self.stats.fallback_blocks += 1
+        del approx, band
+        self._count(above, mult, greater)
+        self.stats.rechecked += int(rows.numel())
+        for start in range(0, rows.numel(), 1 << 20):
+            r, c = rows[start:start + (1 << 20)], cols[start:start + (1 << 20)]
+            exact = rowwise_dot(self.qa[r], block[c])
+            gt = exact > self.own[r]
+            eq = exact == self.own[r]
+            if bool(gt.any()):
+                greater.index_add_(0, r[gt], mult[c[gt]].to(greater.dtype))
+            if bool(eq.any()):
+                ties.index_add_(0, r[eq], mult[c[eq]].to(ties.dtype))
+
+    @staticmethod
+    def _count(above: torch.Tensor, mult: torch.Tensor, out: torch.Tensor) -> None:
+        """``out += above @ mult`` (dense GEMM, or gather-add when ``above`` is sparse)."""
+        probe = above[:, : min(above.shape[1], 256)]
+        if probe.numel() and float(probe.float().mean()) < 0.002:
+            rows, cols = above.nonzero(as_tuple=True)
+            if rows.numel() < 0.004 * above.numel():
+                for start in range(0, rows.numel(), 1 << 20):
+                    r, c = rows[start:start + (1 << 20)], cols[start:start + (1 << 20)]
+                    out.index_add_(0, r, mult[c].to(out.dtype))
+                return
+        out += (above.to(mult.dtype) @ mult).to(out.dtype)
+
+
+def _fast_bf16_matmul(device: torch.device) -> bool:
+    """bfloat16 screening pays off on CPUs with native bf16 dot products (AVX512-BF16/AMX)."""
+    if device.type != "cpu":
+        return False
+    try:
+        with open("/proc/cpuinfo") as fh:
+            flags = fh.read(1 << 16)
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def fold_rank_counts(
@@ -156,6 +287,7 @@ def fold_rank_counts(
     block_size: int = 16384,
     device: str | torch.device | None = None,
     progress: Callable[[int], None] | None = None,
+    screen: str = "auto",
 ) -> FoldCounts:
     """Count, for every product query, the fold gallery items above / tied with its target.
 
@@ -164,7 +296,9 @@ def fold_rank_counts(
     ``folds`` int ``(F, B)`` product indices with repetition (a fold's gallery holds each
     unique target once); ``draws`` the distractor draws (:class:`DistractorDraws`, or a list
     of int ``(F, n_l)`` index arrays with repetition: each occurrence is one gallery
-    item). Scores are inner products.
+    item). Scores are float32 inner products; ``screen`` = ``auto`` (bfloat16 screening with a
+    certified error bound where bf16 GEMM is fast, see :class:`_BlockRanker`), ``bf16`` or
+    ``fp32``: the counts are identical, only the speed differs.
     ``progress`` is called with the number of distractor rows done after each block.
     """
     q = np.asarray(queries)
@@ -181,6 +315,8 @@ def fold_rank_counts(
         if not np.isfinite(arr).all():
             rows = np.flatnonzero(~np.isfinite(arr).all(axis=1))
             raise CondsimError(f"{name} rows {rows[:5].tolist()} hold NaN/inf embeddings")
+    if screen not in ("auto", "bf16", "fp32"):
+        raise CondsimError(f"screen must be auto, bf16 or fp32, got {screen!r}")
     n_products = q.shape[0]
     n_dist = int(distractors.shape[0])
     folds = _validate_indices("folds", folds, n_products)
@@ -201,48 +337,51 @@ def fold_rank_counts(
     dev = torch.device(device) if device is not None else torch.device(
         "cuda" if torch.cuda.is_available() else "cpu"
     )
+    use_bf16 = screen == "bf16" or (screen == "auto" and _fast_bf16_matmul(dev))
 
     counts = np.zeros((n_folds, n_products), dtype=np.int64)
     for f in range(n_folds):
         counts[f] = np.bincount(folds[f], minlength=n_products)
     products = np.flatnonzero(counts.sum(axis=0))
     weights = counts[:, products]
-    member = torch.from_numpy((counts > 0).astype(np.float32)).to(dev)  # (F, P)
+    pa = len(products)
 
     qa = torch.from_numpy(np.ascontiguousarray(q[products], dtype=np.float32)).to(dev)
     tt = torch.from_numpy(np.ascontiguousarray(t, dtype=np.float32)).to(dev)
-    s_pp = qa @ tt.T  # (Pa, P)
-    own = s_pp[torch.arange(len(products), device=dev), torch.from_numpy(products).to(dev)]
-    own_col = own[:, None]
-    g_prod = ((s_pp > own_col).float() @ member.T).double()  # (Pa, F)
-    # the query's own target is always in its fold's gallery and always "ties" itself
-    t_prod = ((s_pp == own_col).float() @ member.T).double() - 1.0
-    del s_pp
+    own = rowwise_dot(qa, tt[torch.from_numpy(products).to(dev)])
+    ranker = _BlockRanker(qa, own, use_bf16)
+
+    # the products' own targets: 0/1 membership per fold; the query's target ties itself
+    member = torch.from_numpy((counts > 0).astype(np.float32).T.copy()).to(dev)  # (P, F)
+    g_prod = torch.zeros((pa, n_folds), dtype=torch.float64, device=dev)
+    t_prod = torch.zeros((pa, n_folds), dtype=torch.float64, device=dev)
+    for start, stop, block in gallery_blocks(tt, block_size, dev):
+        ranker.add(block, member[start:stop], g_prod, t_prod)
+    t_prod -= 1.0
 
     n_cols = n_folds * n_sets
-    g_dist = torch.zeros((len(products), n_cols), dtype=torch.float64, device=dev)
-    t_dist = torch.zeros((len(products), n_cols), dtype=torch.float64, device=dev)
+    g_dist = torch.zeros((pa, n_cols), dtype=torch.float64, device=dev)
+    t_dist = torch.zeros((pa, n_cols), dtype=torch.float64, device=dev)
     if n_cols and n_dist:
         mult = draws.mult
-        max_mult = int(mult.max(initial=0))
-        exact_f32 = block_size * max(max_mult, 1) < _F32_EXACT
+        exact_f32 = block_size * max(int(mult.max(initial=0)), 1) < _F32_EXACT
         mm_dtype = torch.float32 if exact_f32 else torch.float64
-        for start, stop, scores in score_blocks(qa, distractors, block_size, dev):
+        for start, stop, block in gallery_blocks(distractors, block_size, dev):
             m_block = torch.from_numpy(mult[start:stop].astype(np.float32)).to(dev, mm_dtype)
-            above = scores > own_col
-            g_dist += (above.to(mm_dtype) @ m_block).double()
-            rows, cols = (scores == own_col).nonzero(as_tuple=True)
-            if rows.numel():
-                t_dist.index_add_(0, rows, m_block[cols].double())
+            ranker.add(block, m_block, g_dist, t_dist)
             if progress is not None:
                 progress(stop - start)
+    st = ranker.stats
+    logger.debug(
+        "screening: %d pairs, %d rechecked exactly, %d/%d blocks fell back to float32",
+        st.pairs, st.rechecked, st.fallback_blocks, st.blocks,
+    )
 
-    greater = g_prod.cpu().numpy()[:, :, None] + g_dist.cpu().numpy().reshape(
-        len(products), n_sets, n_folds
-    ).transpose(0, 2, 1)
-    ties = t_prod.cpu().numpy()[:, :, None] + t_dist.cpu().numpy().reshape(
-        len(products), n_sets, n_folds
-    ).transpose(0, 2, 1)
+    def per_set(x: torch.Tensor) -> np.ndarray:
+        return x.cpu().numpy().reshape(pa, n_sets, n_folds).transpose(0, 2, 1)
+
+    greater = g_prod.cpu().numpy()[:, :, None] + per_set(g_dist)
+    ties = t_prod.cpu().numpy()[:, :, None] + per_set(t_dist)
     return FoldCounts(
         products=products,
         weights=weights,
