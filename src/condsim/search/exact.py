@@ -48,20 +48,27 @@ class FoldCounts:
     ties: np.ndarray
 
 
-def draw_multiplicities(rows: Iterable[np.ndarray], n_items: int) -> np.ndarray:
+def draw_multiplicities(
+    rows: Iterable[np.ndarray], n_items: int, n_rows: int | None = None
+) -> np.ndarray:
     """Dense ``(n_items, C)`` count matrix: ``m[j, c]`` = times item ``j`` occurs in the
-    ``c``-th draw row. Uses the smallest unsigned dtype that holds the largest count."""
-    cols: list[np.ndarray] = []
+    ``c``-th draw row. Stored in the smallest unsigned dtype that holds the largest count
+    (widened on the fly), so memory is ``n_items x C`` bytes in the usual case; ``n_rows``
+    (the number of rows, when known) avoids regrowing the matrix."""
+    out = np.zeros((n_items, n_rows or 16), dtype=np.uint8)
+    n_cols = 0
     for row in rows:
-        cols.append(np.bincount(row, minlength=n_items).astype(np.uint32))
-    if not cols:
-        return np.zeros((n_items, 0), dtype=np.uint8)
-    top = max(int(c.max(initial=0)) for c in cols)
-    dtype = np.uint8 if top < 2**8 else np.uint16 if top < 2**16 else np.uint32
-    out = np.empty((n_items, len(cols)), dtype=dtype)
-    for i, c in enumerate(cols):
-        out[:, i] = c
-    return out
+        col = np.bincount(row, minlength=n_items)
+        top = int(col.max(initial=0))
+        if top > np.iinfo(out.dtype).max:
+            out = out.astype(np.uint16 if top < 2**16 else np.uint32)
+        if n_cols == out.shape[1]:
+            grown = np.zeros((n_items, max(2 * n_cols, 1)), dtype=out.dtype)
+            grown[:, :n_cols] = out
+            out = grown
+        out[:, n_cols] = col
+        n_cols += 1
+    return out if n_cols == out.shape[1] else np.ascontiguousarray(out[:, :n_cols])
 
 
 @dataclass(frozen=True)
@@ -83,7 +90,7 @@ class DistractorDraws:
             for r in rows:
                 yield _validate_indices("dist_draws", np.asarray(r)[None], n_items)[0]
 
-        mult = draw_multiplicities(checked(), n_items)
+        mult = draw_multiplicities(checked(), n_items, n_folds * n_sets)
         if mult.shape[1] != n_folds * n_sets:
             raise CondsimError(
                 f"expected {n_folds * n_sets} draw rows ({n_sets} sets x {n_folds} folds), "
