@@ -140,6 +140,11 @@ def test_same_triplets_for_any_shard_count_and_graph_order(tmp_path: Path) -> No
     one, eight = read_triplets(tmp_path / "one"), read_triplets(tmp_path / "eight")
     assert one.num_rows > 1000
     assert one.equals(eight)
+    TripletMiner(tmp_path / "g1", cfg, block_size=97).mine_shard(tmp_path / "blocks")
+    combine_shards(tmp_path / "blocks")
+    assert read_triplets(tmp_path / "blocks").equals(one)
+    assert pq.ParquetFile(tmp_path / "blocks" / "triplets-00000-of-00001.parquet"
+                          ).metadata.num_row_groups > 10
     mine(tmp_path / "g1", tmp_path / "seed7", MiningConfig(seed=7))
     other = read_triplets(tmp_path / "seed7")
     assert not other.column("target_image").equals(one.column("target_image"))
@@ -411,3 +416,19 @@ def test_cli_user_errors_are_condsim_errors(tmp_path: Path) -> None:
     assert "pip install" in str(res.exception)
     res = _invoke(["mine", "--combine", "--out", str(tmp_path / "nothing")])
     assert isinstance(res.exception, DataError)
+
+
+def test_lemmas_merge_singular_and_plural_subjects(tmp_path: Path) -> None:
+    rows = [(i, f"a{i}", "dogs" if i % 2 else "dog", "on", ["grass", "sofa"][i % 3 == 0])
+            for i in range(6)]
+    write_graphs(tmp_path / "g", graph_table(rows))
+    with pytest.raises(DataError, match="nothing to mine"):
+        TripletMiner(tmp_path / "g", MiningConfig())  # heads: 3 images each
+    miner = TripletMiner(tmp_path / "g", MiningConfig(use_lemmas=True))
+    assert miner.index.subjects.to_pylist() == ["dog"] and miner.num_samples == 6
+
+
+def test_no_relations_at_all_is_a_clear_error(tmp_path: Path) -> None:
+    write_graphs(tmp_path / "g", graph_table([]))
+    with pytest.raises(DataError, match="nothing to mine"):
+        mine(tmp_path / "g", tmp_path / "t", MiningConfig())

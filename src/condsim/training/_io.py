@@ -12,7 +12,8 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,22 @@ def atomic_write_json(path: str | Path, data: dict[str, Any]) -> Path:
 def atomic_write_parquet(path: str | Path, table: pa.Table) -> Path:
     """Write ``table`` as parquet (zstd) through a temp file + rename."""
     return _atomic(Path(path), lambda tmp: pq.write_table(table, tmp, compression="zstd"))
+
+
+@contextmanager
+def atomic_parquet_writer(path: str | Path, schema: pa.Schema) -> Iterator[pq.ParquetWriter]:
+    """A parquet writer on a temp file, renamed to ``path`` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+            yield writer
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def read_json(path: str | Path) -> dict[str, Any]:

