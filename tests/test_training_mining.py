@@ -367,6 +367,15 @@ def test_parse_captions_counts_skips_and_resumes(tmp_path: Path) -> None:
     assert pq.read_table(whole.parquet).equals(graphs)
 
 
+def test_parse_with_two_worker_processes_gives_the_same_rows(tmp_path: Path) -> None:
+    _spacy_model_or_skip()
+    tsv = write_tsv(tmp_path / "c.tsv")
+    one = parse_shard(tsv, tmp_path / "one", workers=1)
+    two = parse_shard(tsv, tmp_path / "two", workers=2, chunk_size=3)
+    assert pq.read_table(two.parquet).equals(pq.read_table(one.parquet))
+    assert two.stats["counts"] == one.stats["counts"]
+
+
 def test_missing_parser_pieces_name_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ParserUnavailableError, match="pip install"):
         resolve_spacy_model("en_no_such_model_xyz")

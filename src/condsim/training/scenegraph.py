@@ -24,6 +24,8 @@ import importlib.metadata
 import logging
 import multiprocessing
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -370,11 +372,21 @@ def _run_chunks(
         for chunk in chunks:
             yield _parse_chunk(parser, chunk), len(chunk[0])
         return
+    # spawn, not fork: spaCy/thinc and pyarrow hold threads that fork would copy mid-state.
+    # An executor (unlike multiprocessing.Pool) reports workers that die instead of
+    # respawning them forever.
     ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(min(workers, len(chunks)), initializer=_init_worker,
-                  initargs=(model, 256)) as pool:
-        for chunk, result in zip(chunks, pool.imap(_worker_parse, chunks), strict=True):
-            yield result, len(chunk[0])
+    with ProcessPoolExecutor(min(workers, len(chunks)), mp_context=ctx,
+                             initializer=_init_worker, initargs=(model, 256)) as pool:
+        try:
+            for chunk, result in zip(chunks, pool.map(_worker_parse, chunks), strict=True):
+                yield result, len(chunk[0])
+        except BrokenProcessPool as exc:
+            raise CondsimError(
+                f"a scene-graph parser process died ({exc}); with --workers > 1 the caller "
+                "must be importable by spawned processes (a script file with an "
+                "`if __name__ == '__main__':` guard, not stdin); or use --workers 1"
+            ) from exc
 
 
 def parse_captions(
