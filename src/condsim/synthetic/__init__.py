@@ -1,0 +1,1 @@
+"""Seeded synthetic datasets in the benchmarks' real file formats (no downloads)."""
