@@ -1,0 +1,258 @@
+"""A small, exact-resume contrastive trainer (single process or torchrun DDP).
+
+A *task* turns batches of triplet indices into (query, target) embeddings; the trainer owns
+the loop: seeded per-epoch permutations split into global batches (each rank takes a
+contiguous slice, like ``DistributedSampler`` with a shared permutation), AdamW, cosine or
+constant learning rate with warm-up, gradient accumulation, optional bf16/fp16 autocast on
+GPU, checkpoints (weights as safetensors + optimizer/RNG/position in ``state.pt``) every
+``ckpt_every`` steps and at each epoch end, exact resume after a kill, per-epoch validation
+with best-checkpoint selection.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+
+from condsim.errors import CondsimError
+from condsim.training.losses import contrastive_loss
+
+logger = logging.getLogger(__name__)
+
+
+class ContrastiveTask(Protocol):
+    """Supplies the training examples and how the model embeds them."""
+
+    def __len__(self) -> int: ...
+
+    def embed(
+        self, model: torch.nn.Module, indices: np.ndarray, device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(queries, targets)`` embeddings ``(len(indices), D)`` for these examples."""
+        ...
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters (recorded in ``train_config.json`` and every checkpoint)."""
+
+    out_dir: str
+    epochs: int = 6
+    batch_size: int = 256  # global batch (all ranks together)
+    lr: float = 1e-6
+    weight_decay: float = 0.01
+    schedule: str = "constant"  # constant | cosine
+    warmup_steps: int = 0
+    logit_scale: float = 100.0
+    grad_accum: int = 1
+    seed: int = 0
+    ckpt_every: int = 0  # steps; 0 = only at epoch ends
+    amp: str = "auto"  # auto (bf16 on CUDA) | none | bf16 | fp16
+    max_steps: int = 0  # stop after this many steps (0 = all epochs); for tests and smoke runs
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0
+    step_in_epoch: int = 0  # optimizer steps done in the current epoch
+    global_step: int = 0
+    best_score: float = -math.inf
+    best_epoch: int = -1
+    losses: list[float] = field(default_factory=list)
+    val_scores: list[float] = field(default_factory=list)
+
+
+def _rank_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
+    """The shared, seeded order of examples for ``epoch``."""
+    return np.random.default_rng([seed, epoch, 0xC0FFEE]).permutation(n)
+
+
+def _lr_factor(cfg: TrainConfig, step: int, total: int) -> float:
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    if cfg.schedule == "cosine":
+        span = max(1, total - cfg.warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - cfg.warmup_steps) / span)))
+    return 1.0
+
+
+def _atomic_dir_write(final: Path, write: Callable[[Path], None]) -> None:
+    tmp = final.with_name(f".{final.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    write(tmp)
+    old = final.with_name(f".{final.name}.old")
+    if final.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+class Trainer:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        task: ContrastiveTask,
+        cfg: TrainConfig,
+        *,
+        validate: Callable[[torch.nn.Module], float] | None = None,
+        device: str | torch.device | None = None,
+        save_model: Callable[[torch.nn.Module, Path], None] | None = None,
+    ) -> None:
+        if cfg.schedule not in ("constant", "cosine"):
+            raise CondsimError(f"schedule must be constant or cosine, got {cfg.schedule!r}")
+        self.rank, self.world = _rank_world()
+        if cfg.batch_size % (self.world * cfg.grad_accum):
+            raise CondsimError(
+                f"global batch {cfg.batch_size} must be divisible by world size {self.world} x "
+                f"grad accumulation {cfg.grad_accum}"
+            )
+        if len(task) < cfg.batch_size:
+            raise CondsimError(f"{len(task)} training examples < one batch of {cfg.batch_size}")
+        self.cfg = cfg
+        self.task = task
+        self.validate = validate
+        self.save_model = save_model
+        self.device = torch.device(device) if device else torch.device(
+            "cuda" if torch.cuda.is_available() else "cpu")
+        self.out = Path(cfg.out_dir)
+        torch.manual_seed(cfg.seed)
+        self.model = model.to(self.device)
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            self.model = DDP(self.model)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.steps_per_epoch = len(task) // cfg.batch_size
+        self.total_steps = self.steps_per_epoch * cfg.epochs
+        self.state = TrainState()
+        amp = cfg.amp
+        if amp == "auto":
+            amp = "bf16" if self.device.type == "cuda" else "none"
+        self.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+        self.scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
+
+    # -- checkpoints ---------------------------------------------------------------------
+    def _save(self, name: str) -> None:
+        if self.rank != 0:
+            return
+        state = {
+            "train_state": asdict(self.state),
+            "optimizer": self.opt.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "config": asdict(self.cfg),
+        }
+
+        def write(d: Path) -> None:
+            model = _unwrap(self.model)
+            save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+                      str(d / "model.safetensors"))
+            torch.save(state, d / "state.pt")
+            if self.save_model is not None:
+                self.save_model(model, d)
+
+        _atomic_dir_write(self.out / name, write)
+
+    def resume(self) -> bool:
+        """Load ``out_dir/last`` when present; returns whether training resumes."""
+        ckpt = self.out / "last"
+        if not (ckpt / "state.pt").is_file():
+            return False
+        weights = load_file(str(ckpt / "model.safetensors"), device=str(self.device))
+        _unwrap(self.model).load_state_dict(weights)
+        state = torch.load(ckpt / "state.pt", weights_only=False, map_location=self.device)
+        self.opt.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"].cpu())
+        self.state = TrainState(**state["train_state"])
+        logger.info("resumed at epoch %d step %d", self.state.epoch, self.state.step_in_epoch)
+        return True
+
+    # -- loop ----------------------------------------------------------------------------
+    def _step(self, batch_idx: np.ndarray) -> float:
+        cfg = self.cfg
+        local = np.array_split(batch_idx, self.world)[self.rank]
+        micro = np.array_split(local, cfg.grad_accum)
+        self.opt.zero_grad(set_to_none=True)
+        total = 0.0
+        for part in micro:
+            with torch.autocast(self.device.type, dtype=self.amp_dtype,
+                                enabled=self.amp_dtype is not None):
+                q, t = self.task.embed(self.model, part, self.device)
+                loss = contrastive_loss(q, t, cfg.logit_scale) / cfg.grad_accum
+            if not torch.isfinite(loss):
+                raise CondsimError(f"non-finite loss at step {self.state.global_step}")
+            if self.scaler is not None:
+                self.scaler.scale(loss).backward()
+            else:
+                loss.backward()
+            total += float(loss.detach()) / self.world
+        factor = _lr_factor(cfg, self.state.global_step, self.total_steps)
+        for group in self.opt.param_groups:
+            group["lr"] = cfg.lr * factor
+        if self.scaler is not None:
+            self.scaler.step(self.opt)
+            self.scaler.update()
+        else:
+            self.opt.step()
+        return total
+
+    def fit(self, progress: Callable[[int], None] | None = None) -> TrainState:
+        cfg = self.cfg
+        if self.rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
+        st = self.state
+        while st.epoch < cfg.epochs:
+            order = epoch_permutation(cfg.seed, st.epoch, len(self.task))
+            self.model.train()
+            while st.step_in_epoch < self.steps_per_epoch:
+                if cfg.max_steps and st.global_step >= cfg.max_steps:
+                    self._save("last")
+                    return st
+                b = st.step_in_epoch * cfg.batch_size
+                loss = self._step(order[b:b + cfg.batch_size])
+                st.losses.append(loss)
+                st.step_in_epoch += 1
+                st.global_step += 1
+                if progress is not None:
+                    progress(1)
+                if cfg.ckpt_every and st.global_step % cfg.ckpt_every == 0:
+                    self._save("last")
+            st.epoch += 1
+            st.step_in_epoch = 0
+            if self.validate is not None:
+                self.model.eval()
+                with torch.no_grad():
+                    score = float(self.validate(_unwrap(self.model)))
+                st.val_scores.append(score)
+                logger.info("epoch %d: validation %.4f", st.epoch, score)
+                if score > st.best_score:
+                    st.best_score, st.best_epoch = score, st.epoch
+                    self._save("best")
+            self._save("last")
+        return st
