@@ -34,7 +34,7 @@ _BUILTIN_MODEL_MODULES = (
     "condsim.models.clip_hf",
     "condsim.models.tiny",
 )
-_BUILTIN_BENCHMARK_MODULES = ("condsim.benchmarks.lrvsf",)
+_BUILTIN_BENCHMARK_MODULES = ("condsim.benchmarks.lrvsf", "condsim.benchmarks.genecis")
 
 
 def register_model(

@@ -32,6 +32,9 @@ def decode_image(value: Any, what: str = "image") -> Image.Image:
     """
     if isinstance(value, Image.Image):
         return value if value.mode == "RGB" else value.convert("RGB")
+    if hasattr(value, "load_image"):  # lazy references (e.g. crops), loaded in the worker
+        img = value.load_image()
+        return img if img.mode == "RGB" else img.convert("RGB")
     try:
         if isinstance(value, (str, Path)):
             img = Image.open(value)

@@ -1,0 +1,219 @@
+"""GeneCIS: zero-shot conditional similarity, four tasks of per-query galleries.
+
+Per query: reference image + text condition vs 1 target + gallery distractors (15 candidates
+for the object tasks). Metric: tie-safe expected R@1/2/3 per task
+(:func:`condsim.metrics.expected_recall_at_k`: never depends on where the target sits; the
+reference code put it first and sorted unstably, so ties favoured it), seeded bootstrap CIs
+over queries, headline = average R@1 over the tasks. Every unique (image, crop) is encoded
+once across all queries and tasks.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from condsim.benchmarks.base import BenchmarkMeta
+from condsim.benchmarks.retrieval import (
+    EncodeCounts,
+    FileDigests,
+    average_ci,
+    check_files,
+    encode_unique,
+    summarize_recalls,
+)
+from condsim.cache.store import EmbeddingCache
+from condsim.data.crops import CROP_MODES
+from condsim.data.genecis import TASKS, GenecisQuery, ImageLocator, read_task
+from condsim.errors import CondsimError, DataError
+from condsim.metrics.recall import expected_recall_at_k
+from condsim.paths import default_cache_dir
+from condsim.progress import ProgressFactory, no_progress
+from condsim.registry import register_benchmark
+from condsim.results.run_result import RunResult
+
+logger = logging.getLogger(__name__)
+
+KS = (1, 2, 3)
+META = BenchmarkMeta(
+    name="genecis",
+    description="GeneCIS v0: focus/change x attribute/object conditional retrieval",
+    main_score="average_recall_at_1",
+    split="test",
+    protocol_version="1",
+    reference="https://github.com/facebookresearch/genecis",
+)
+
+
+@dataclass
+class GenecisConfig:
+    annotations: str
+    coco_root: str | None = None
+    vg_roots: tuple[str, ...] = ()
+    tasks: tuple[str, ...] = TASKS
+    crop: str = "official"
+    seed: int = 0
+    n_bootstrap: int = 1000
+    max_missing: int = 0
+    batch_size: int = 64
+    num_workers: int = 0
+    cache_dir: str | None = None
+
+
+def _task_file(root: Path, task: str) -> Path:
+    for name in (f"{task}.json", f"genecis_{task}.json"):
+        if (root / name).is_file():
+            return root / name
+    return root / f"{task}.json"
+
+
+class GenecisBenchmark:
+    meta = META
+
+    def __init__(self, cfg: GenecisConfig) -> None:
+        bad = [t for t in cfg.tasks if t not in TASKS]
+        if bad or not cfg.tasks:
+            raise CondsimError(f"unknown task(s) {bad}; tasks: {', '.join(TASKS)}")
+        if cfg.crop not in CROP_MODES:
+            raise CondsimError(f"--crop must be one of {CROP_MODES}, got {cfg.crop!r}")
+        self.cfg = cfg
+
+    def load(self) -> dict[str, list[GenecisQuery]]:
+        loc = ImageLocator(self.cfg.coco_root, self.cfg.vg_roots)
+        root = Path(self.cfg.annotations)
+        return {t: read_task(_task_file(root, t), t, loc, self.cfg.crop) for t in self.cfg.tasks}
+
+    def run(self, model: Any, *, progress: ProgressFactory = no_progress) -> RunResult:
+        cfg = self.cfg
+        tasks = self.load()
+        refs = [r for qs in tasks.values() for q in qs for r in (q.reference, *q.candidates)]
+        missing = check_files(refs, cfg.max_missing, "GeneCIS")
+        skipped: dict[str, Any] = {"missing_files": len(missing), "queries": {}}
+        for task, qs in tasks.items():
+            keep = [q for q in qs if not ({q.reference.path, *(c.path for c in q.candidates)}
+                                          & missing)]
+            skipped["queries"][task] = len(qs) - len(keep)
+            if not keep:
+                raise DataError(f"GeneCIS {task}: every query has a missing image")
+            tasks[task] = keep
+
+        cache = EmbeddingCache(cfg.cache_dir or default_cache_dir(), model.meta)
+        digests = FileDigests()
+        cand_refs = list(dict.fromkeys(c for qs in tasks.values() for q in qs
+                                       for c in q.candidates))
+        query_pairs = list(dict.fromkeys((q.reference, q.condition)
+                                         for qs in tasks.values() for q in qs))
+        counts = EncodeCounts(
+            per_query_loop=sum(1 + len(q.candidates) for qs in tasks.values() for q in qs),
+            unique_items=len(cand_refs) + len(query_pairs),
+        )
+        enc = {"batch_size": cfg.batch_size, "num_workers": cfg.num_workers}
+        cand_emb, cand_err, n1 = encode_unique(
+            model, cache, cand_refs, digests,
+            progress=progress("encode gallery images", len(cand_refs)), what="GeneCIS gallery",
+            **enc,
+        )
+        q_emb, q_err, n2 = encode_unique(
+            model, cache, [r for r, _ in query_pairs], digests, [c for _, c in query_pairs],
+            progress=progress("encode queries", len(query_pairs)), what="GeneCIS queries", **enc,
+        )
+        counts.encoded_now = n1 + n2
+        if cand_err or q_err:
+            first = next(iter({**cand_err, **q_err}.values()))
+            raise DataError(f"GeneCIS: {len(cand_err) + len(q_err)} images could not be "
+                            f"decoded or cropped; first: {first}")
+        logger.info(
+            "GeneCIS encoder passes: %d per-query loop vs %d unique (%.1fx fewer); %d encoded now",
+            counts.per_query_loop, counts.unique_items, counts.ratio, counts.encoded_now,
+        )
+        cand_index = {r: i for i, r in enumerate(cand_refs)}
+        query_index = {p: i for i, p in enumerate(query_pairs)}
+
+        metrics: dict[str, Any] = {"tasks": {}}
+        r1_columns = []
+        for ti, (task, qs) in enumerate(tasks.items()):
+            g = max(len(q.candidates) for q in qs)
+            scores = np.full((len(qs), g), -np.inf)
+            for i, q in enumerate(qs):
+                rows = [cand_index[c] for c in q.candidates]
+                scores[i, : len(rows)] = cand_emb[rows] @ q_emb[query_index[(q.reference,
+                                                                           q.condition)]]
+            per_query = expected_recall_at_k(scores, np.zeros(len(qs), int), KS)
+            metrics["tasks"][task] = {
+                "n_queries": len(qs),
+                "gallery_size": g,
+                "chance_recall_at_1": float(np.mean([1 / len(q.candidates) for q in qs])),
+                "recall": summarize_recalls(per_query, KS, seed=cfg.seed + 1000 * ti,
+                                            n_resamples=cfg.n_bootstrap),
+                "per_query": {str(k): per_query[:, j].tolist() for j, k in enumerate(KS)},
+                "query_ids": [q.index for q in qs],
+            }
+            r1_columns.append(per_query[:, 0])
+        avg = average_ci(r1_columns, seed=cfg.seed, n_resamples=cfg.n_bootstrap)
+        metrics["average_recall_at_1"] = avg
+        protocol = {
+            **META.to_dict(), "tasks": list(tasks), "ks": list(KS), "crop": cfg.crop,
+            "tie_rule": "expected recall under uniformly random tie-breaking",
+            "bootstrap": {"n_resamples": cfg.n_bootstrap, "seed": cfg.seed, "level": 0.95,
+                          "unit": "query"},
+            "encoder_passes": {"per_query_loop": counts.per_query_loop,
+                               "unique": counts.unique_items, "ratio": counts.ratio,
+                               "encoded_now": counts.encoded_now},
+        }
+        return RunResult(
+            benchmark="genecis", model=model.meta.to_dict(), protocol=protocol, seed=cfg.seed,
+            headline={"name": "average_recall_at_1", **avg}, metrics=metrics, skipped=skipped,
+            extra={"config": asdict(cfg)},
+        )
+
+
+register_benchmark("genecis")(GenecisBenchmark)
+
+
+def evaluate_genecis(
+    model: Any, cfg: GenecisConfig, out_dir: str | Path | None = None,
+    *, progress: ProgressFactory = no_progress,
+) -> RunResult:
+    """Run GeneCIS and (with ``out_dir``) write ``results.json``."""
+    result = GenecisBenchmark(cfg).run(model, progress=progress)
+    if out_dir is not None:
+        result.save(Path(out_dir) / "results.json")
+    return result
+
+
+def task_table_rows(result: RunResult) -> list[tuple[str, ...]]:
+    """(task, n, R@1, R@2, R@3) rows with CIs, percent, for CLI tables."""
+    rows = []
+    for task, m in result.metrics["tasks"].items():
+        cells = []
+        for k in KS:
+            r = m["recall"][str(k)]
+            cells.append(f"{r['mean'] * 100:.1f} [{r['ci_low'] * 100:.1f}, "
+                         f"{r['ci_high'] * 100:.1f}]")
+        rows.append((task, str(m["n_queries"]), *cells))
+    return rows
+
+
+def paired_task_comparison(a: RunResult, b: RunResult, *, seed: int = 0,
+                           n_resamples: int = 2000) -> list[dict[str, Any]]:
+    """Per task, paired bootstrap of R@1 differences ``b - a`` over the same queries."""
+    from condsim.metrics.bootstrap import paired_bootstrap
+
+    out = []
+    common: Sequence[str] = [t for t in a.metrics["tasks"] if t in b.metrics["tasks"]]
+    if not common:
+        raise DataError("the two runs share no GeneCIS task")
+    for task in common:
+        ma, mb = a.metrics["tasks"][task], b.metrics["tasks"][task]
+        if ma["query_ids"] != mb["query_ids"]:
+            raise DataError(f"{task}: the runs evaluated different queries; cannot pair them")
+        test = paired_bootstrap(np.asarray(ma["per_query"]["1"]),
+                                np.asarray(mb["per_query"]["1"]),
+                                seed=seed, n_resamples=n_resamples)
+        out.append({"task": task, **test.to_dict()})
+    return out
