@@ -33,6 +33,8 @@ _BENCHMARKS: dict[str, Any] = {}
 _BUILTIN_MODEL_MODULES = (
     "condsim.models.clip_hf",
     "condsim.models.tiny",
+    "condsim.models.combiner",
+    "condsim.models.condvit",
 )
 _BUILTIN_BENCHMARK_MODULES = ("condsim.benchmarks.lrvsf", "condsim.benchmarks.genecis")
 

@@ -26,6 +26,18 @@ from condsim.types import ImageLike, ModelMeta, as_float32_rows
 logger = logging.getLogger(__name__)
 
 
+def module_digest(module: torch.nn.Module) -> str:
+    """Digest of a module's weights: part of the cache identity of trained models, so that
+    embeddings of different weights never share cache entries."""
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=8)
+    for k, v in sorted(module.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
