@@ -106,3 +106,62 @@ def register(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typer) ->
     """Add ``parse`` and ``mine`` to the root app."""
     app.command("parse")(parse_command)
     app.command("mine")(mine_command)
+    register_train(app)
+
+
+def register_train(app: typer.Typer) -> None:
+    """``condsim train combiner|condvit``."""
+    train_app = typer.Typer(help="Train the seeds' models (Combiner, CondViT).",
+                            no_args_is_help=True)
+    app.add_typer(train_app, name="train")
+
+    def _cfg(out: Path, epochs: int, batch_size: int, lr: float, logit_scale: float,
+             seed: int, schedule: str, grad_accum: int, ckpt_every: int) -> Any:
+        from condsim.training.trainer import TrainConfig
+
+        return TrainConfig(out_dir=str(out), epochs=epochs, batch_size=batch_size, lr=lr,
+                           logit_scale=logit_scale, seed=seed, schedule=schedule,
+                           grad_accum=grad_accum, ckpt_every=ckpt_every)
+
+    @train_app.command("combiner")
+    def train_combiner_cmd(
+        triplets: Path = typer.Option(..., help="Mined triplets (condsim mine --combine)."),
+        images: Path = typer.Option(..., help="Folder the triplets' image paths are in."),
+        out: Path = typer.Option(..., "--out", help="Checkpoint folder (best/, last/)."),
+        backbone: str = typer.Option("test/tiny-clip", help="Frozen CLIP model."),
+        epochs: int = typer.Option(6), batch_size: int = typer.Option(256),
+        lr: float = typer.Option(1e-6), logit_scale: float = typer.Option(100.0),
+        projection_dim: int = typer.Option(2560), hidden_dim: int = typer.Option(5120),
+        dropout: float = typer.Option(0.5), seed: int = typer.Option(0),
+        schedule: str = typer.Option("constant", help="constant | cosine"),
+        grad_accum: int = typer.Option(1), ckpt_every: int = typer.Option(0),
+    ) -> None:
+        """Train a Combiner on frozen CLIP features of mined triplets (GeneCIS recipe);
+        resumes from OUT/last when present. Works under torchrun (DDP)."""
+        from condsim.training.recipes import train_combiner
+
+        st = train_combiner(triplets, images, _cfg(out, epochs, batch_size, lr, logit_scale,
+                                                   seed, schedule, grad_accum, ckpt_every),
+                            backbone=backbone, projection_dim=projection_dim,
+                            hidden_dim=hidden_dim, dropout=dropout)
+        console.print(f"trained {st.global_step} steps; final loss "
+                      f"{st.losses[-1] if st.losses else float('nan'):.4f}; "
+                      f"load with --model combiner:{out / 'last'}")
+
+    @train_app.command("condvit")
+    def train_condvit_cmd(
+        train_root: Path = typer.Option(..., help="LRVS-F-layout training set folder."),
+        out: Path = typer.Option(..., "--out", help="Checkpoint folder (best/, last/)."),
+        init: str = typer.Option("test/tiny-clip", help="CLIP checkpoint to start from."),
+        epochs: int = typer.Option(10), batch_size: int = typer.Option(64),
+        lr: float = typer.Option(1e-4), logit_scale: float = typer.Option(20.0),
+        seed: int = typer.Option(0),
+        schedule: str = typer.Option("cosine", help="constant | cosine"),
+        grad_accum: int = typer.Option(1), ckpt_every: int = typer.Option(0),
+    ) -> None:
+        """Train a category-conditioned CondViT (LRVS-F recipe); resumes from OUT/last."""
+        from condsim.training.recipes import train_condvit
+
+        st = train_condvit(train_root, _cfg(out, epochs, batch_size, lr, logit_scale, seed,
+                                            schedule, grad_accum, ckpt_every), init=init)
+        console.print(f"trained {st.global_step} steps; load with --model condvit:{out / 'last'}")

@@ -1,0 +1,132 @@
+"""End-to-end training recipes behind ``condsim train``.
+
+- :func:`train_combiner`: mined triplets (``condsim mine``) + image folder -> frozen backbone
+  features (through the embedding cache) -> Combiner trained with the batch contrastive loss;
+  checkpoints load with ``combiner:<out>/best`` (or ``/last``).
+- :func:`train_condvit`: an LRVS-F-layout training set (``products.parquet``: COMPLEX_IMG,
+  CATEGORY -> SIMPLE_IMG) -> CondViT initialised from a CLIP checkpoint; ``condvit:<out>/...``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from condsim.benchmarks.retrieval import FileDigests, encode_unique
+from condsim.cache.store import EmbeddingCache
+from condsim.data.crops import ImageRef
+from condsim.errors import DataError
+from condsim.paths import default_cache_dir
+from condsim.registry import create_model
+from condsim.training.tasks import (
+    CombinerPair,
+    CondViTPair,
+    FeatureTripletTask,
+    PixelTripletTask,
+    preprocess_all,
+)
+from condsim.training.trainer import TrainConfig, Trainer, TrainState
+
+logger = logging.getLogger(__name__)
+
+
+def _resolve(images_dir: Path, name: str) -> Path:
+    p = Path(name)
+    return p if p.is_absolute() else images_dir / p
+
+
+def combiner_task_from_triplets(
+    triplets_dir: str | Path, images_dir: str | Path, backbone: Any, *,
+    cache_dir: str | None = None, num_workers: int = 0,
+) -> tuple[FeatureTripletTask, dict[str, Any]]:
+    """Frozen features for every unique image and condition of the mined triplets."""
+    from condsim.training.mining import read_triplets
+
+    table = read_triplets(triplets_dir, ["reference_image", "target_image", "condition"])
+    refs = table.column("reference_image").to_pylist()
+    tgts = table.column("target_image").to_pylist()
+    conds = table.column("condition").to_pylist()
+    images_dir = Path(images_dir)
+    names = list(dict.fromkeys(refs + tgts))
+    paths = [_resolve(images_dir, n) for n in names]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise DataError(f"{len(missing)} triplet image(s) not found under {images_dir}, e.g. "
+                        f"{missing[:3]}: training data and images do not match")
+    cache = EmbeddingCache(cache_dir or default_cache_dir(), backbone.meta)
+    feats, errors, _ = encode_unique(backbone, cache, [ImageRef(str(p)) for p in paths],
+                                     FileDigests(), num_workers=num_workers,
+                                     what="triplet images")
+    if errors:
+        raise DataError(f"{len(errors)} triplet images cannot be decoded; first: "
+                        f"{next(iter(errors.values()))}")
+    cond_names = list(dict.fromkeys(conds))
+    with torch.inference_mode():
+        text = torch.cat([backbone.encode_texts(cond_names[i:i + 256]).float().cpu()
+                          for i in range(0, len(cond_names), 256)]).numpy()
+    img_index = {n: i for i, n in enumerate(names)}
+    cond_index = {c: i for i, c in enumerate(cond_names)}
+    trip = np.array([(img_index[r], cond_index[c], img_index[t])
+                     for r, c, t in zip(refs, conds, tgts, strict=True)], dtype=np.int64)
+    info = {"triplets": len(trip), "images": len(names), "conditions": len(cond_names)}
+    return FeatureTripletTask(feats, text, trip), info
+
+
+def train_combiner(
+    triplets_dir: str | Path, images_dir: str | Path, cfg: TrainConfig, *,
+    backbone: str = "test/tiny-clip", projection_dim: int = 2560, hidden_dim: int = 5120,
+    dropout: float = 0.5, validate: Callable[[Any], float] | None = None,
+    cache_dir: str | None = None, resume: bool = True,
+    progress: Callable[[int], None] | None = None,
+) -> TrainState:
+    """Train a Combiner (GeneCIS recipe) on frozen ``backbone`` features."""
+    from condsim.models.combiner import Combiner, CombinerConfig
+
+    bb = create_model(backbone)
+    task, info = combiner_task_from_triplets(triplets_dir, images_dir, bb, cache_dir=cache_dir)
+    logger.info("combiner training data: %s", info)
+    torch.manual_seed(cfg.seed)
+    comb = Combiner(CombinerConfig(bb.meta.embedding_dim, projection_dim, hidden_dim, dropout,
+                                   backbone=backbone))
+    trainer = Trainer(CombinerPair(comb), task, cfg, validate=validate,
+                      save_model=lambda m, d: m.combiner.save(d))
+    if resume:
+        trainer.resume()
+    return trainer.fit(progress)
+
+
+def train_condvit(
+    train_root: str | Path, cfg: TrainConfig, *, init: str = "test/tiny-clip",
+    validate: Callable[[Any], float] | None = None, resume: bool = True,
+    progress: Callable[[int], None] | None = None,
+) -> TrainState:
+    """Train a category-conditioned CondViT on an LRVS-F-layout training set."""
+    from condsim.data.lrvsf import read_products
+    from condsim.models.clip_hf import HFClipEncoder, _read_preprocessor_config
+    from condsim.models.condvit import condvit_from_clip
+
+    clip = create_model(init)
+    if not isinstance(clip, HFClipEncoder):
+        raise DataError(f"--init must be a CLIP checkpoint (hf:<dir> or test/tiny-clip), "
+                        f"got {init!r}")
+    clip_dir = Path(clip.meta.extra["path"])
+    products = read_products(train_root, "category")
+    pre = clip.preprocessor
+    task = PixelTripletTask(preprocess_all(pre, products.query_images), products.categories,
+                            preprocess_all(pre, products.target_images))
+    model = condvit_from_clip(clip_dir, seed=cfg.seed)
+    pre_cfg = _read_preprocessor_config(clip_dir)
+    trainer = Trainer(CondViTPair(model), task, cfg, validate=validate,
+                      save_model=lambda m, d: m.condvit.save(d, preprocessor_config=pre_cfg))
+    if resume:
+        trainer.resume()
+    state = trainer.fit(progress)
+    (Path(cfg.out_dir) / "recipe.json").write_text(json.dumps(
+        {"recipe": "condvit", "init": init, "train_root": str(train_root)}, indent=2))
+    return state
