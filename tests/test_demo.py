@@ -1,0 +1,21 @@
+"""The demo at its tiny size: runs end to end and the trained conditional model wins."""
+
+from __future__ import annotations
+
+import json
+
+from condsim.cli.main import main
+from condsim.results.run_result import load_result
+
+
+def test_demo_tiny_conditional_model_beats_baselines(tmp_path):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--size", "tiny", "--workers", "0"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["conditional_beats_baselines"] == {"condvit (trained)": True}
+    runs = sorted(p.name for p in (out / "runs").iterdir())
+    assert len(runs) == 4 + 3  # LRVS-F: 3 baselines + CondViT; GeneCIS: 3 baselines
+    for run in runs:
+        res = load_result(out / "runs" / run)
+        assert res.seed == 0
+    assert (out / "models" / "condvit" / "last" / "condvit_config.json").is_file()
