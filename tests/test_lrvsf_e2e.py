@@ -154,12 +154,13 @@ def test_compat_runs_authors_wrapper_unchanged(tmp_path):
     root = tmp_path / "clean"
     write_lrvsf(root, n_products=20, n_distractors=60, files=2, seed=1)
     model = AuthorsStyleWrapper().model
-    ev = LRVSF(str(root), "category", folds="seeded")
+    ev = LRVSF(str(root), "category", folds="seeded", n_dists=(30, 300))
     card = ev.run(model, "org/my-model", output_folder=str(tmp_path))
     written = yaml.safe_load((tmp_path / "org_my-model.yaml").read_text())
     assert written == card and written["tags"] == ["lrvsf-benchmark"]
     exact = ev.last_recalls
-    ev_topk = LRVSF(str(root), "category", folds="seeded", use_model_topk=True)
+    ev_topk = LRVSF(str(root), "category", folds="seeded", use_model_topk=True,
+                    n_dists=(30, 300))
     ev_topk.run(model, "org/my-model-topk", output_folder=str(tmp_path))
     for n in exact:
         np.testing.assert_allclose(exact[n][0], ev_topk.last_recalls[n][0], atol=1e-12)

@@ -85,6 +85,7 @@ class LRVSF:
         seed: int = 0,
         folds: str = "official",
         use_model_topk: bool = False,
+        n_dists: tuple[int, ...] = DIST_COUNTS,
     ) -> None:
         data.check_data_root(data_root)
         if conditioning not in data.CONDITION_COLUMNS:
@@ -99,6 +100,7 @@ class LRVSF:
         self.seed = seed
         self.folds_spec = folds
         self.use_model_topk = use_model_topk
+        self.DIST_EVALUATIONS = list(n_dists)
         self.last_recalls: dict[int, tuple[list[float], list[float]]] = {}
 
     def _embed(self, out: Any, n: int, what: str) -> np.ndarray:
