@@ -135,6 +135,7 @@ class GenecisBenchmark:
         query_index = {p: i for i, p in enumerate(query_pairs)}
 
         metrics: dict[str, Any] = {"tasks": {}}
+        failures: list[dict[str, Any]] = []
         r1_columns = []
         for ti, (task, qs) in enumerate(tasks.items()):
             g = max(len(q.candidates) for q in qs)
@@ -144,6 +145,7 @@ class GenecisBenchmark:
                 scores[i, : len(rows)] = cand_emb[rows] @ q_emb[query_index[(q.reference,
                                                                            q.condition)]]
             per_query = expected_recall_at_k(scores, np.zeros(len(qs), int), KS)
+            failures += _failures(task, qs, scores, per_query[:, 0])
             metrics["tasks"][task] = {
                 "n_queries": len(qs),
                 "gallery_size": g,
@@ -168,11 +170,29 @@ class GenecisBenchmark:
         return RunResult(
             benchmark="genecis", model=model.meta.to_dict(), protocol=protocol, seed=cfg.seed,
             headline={"name": "average_recall_at_1", **avg}, metrics=metrics, skipped=skipped,
-            extra={"config": asdict(cfg)},
+            extra={"config": asdict(cfg), "failures": failures},
         )
 
 
 register_benchmark("genecis")(GenecisBenchmark)
+
+
+def _ref_dict(ref: Any) -> dict[str, Any]:
+    return {"path": ref.path, "bbox": list(ref.bbox) if ref.bbox else None,
+            "crop_mode": ref.crop_mode}
+
+
+def _failures(task: str, qs: Sequence[GenecisQuery], scores: np.ndarray, r1: np.ndarray,
+              limit: int = 4) -> list[dict[str, Any]]:
+    """Up to ``limit`` queries of ``task`` whose expected R@1 < 1, with the top candidates."""
+    out = []
+    for i in np.flatnonzero(r1 < 1.0)[:limit]:
+        q = qs[int(i)]
+        order = np.argsort(-scores[i, : len(q.candidates)], kind="stable")[:3]
+        out.append({"task": task, "query_index": q.index, "condition": q.condition,
+                    "reference": _ref_dict(q.reference), "target": _ref_dict(q.target),
+                    "top": [_ref_dict(q.candidates[int(j)]) for j in order if j != 0]})
+    return out
 
 
 def evaluate_genecis(

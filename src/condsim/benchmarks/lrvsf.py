@@ -186,6 +186,7 @@ class LRVSFBenchmark:
                 "skipped"
             )
         queries, targets = cache.read(q_rows), cache.read(t_rows)
+        failures = product_failures(queries, targets, products.conditions)
 
         n_total = data.count_distractors(cfg.data_root, cfg.dist_img_col)
         bar = progress("encode distractors", n_total)
@@ -266,11 +267,33 @@ class LRVSFBenchmark:
                       "std": recall[n_top][k_head]["std"]},
             metrics={"recall": recall},
             skipped={"corrupt_distractors": corrupt, "examples": corrupt_examples},
-            extra={"config": {k: v for k, v in asdict(cfg).items() if k != "extra"}},
+            extra={"config": {k: v for k, v in asdict(cfg).items() if k != "extra"},
+                   "failures": failures},
         )
 
 
 register_benchmark("lrvsf")(LRVSFBenchmark)
+
+
+def product_failures(
+    queries: np.ndarray, targets: np.ndarray, conditions: Sequence[str], limit: int = 12
+) -> list[dict[str, Any]]:
+    """Queries whose own target is not first among *all products' targets* (no distractors):
+    up to ``limit`` of them (in product order) with the 3 wrong targets ranked highest. Rows
+    refer to ``products.parquet`` (query = COMPLEX_IMG, others = SIMPLE_IMG)."""
+    scores = queries @ targets.T
+    own = np.diag(scores)
+    out = []
+    for i in range(len(own)):
+        above = np.flatnonzero(scores[i] > own[i])
+        if above.size == 0:
+            continue
+        top = above[np.argsort(-scores[i, above], kind="stable")[:3]]
+        out.append({"query_row": i, "condition": conditions[i], "target_row": i,
+                    "rank": int(above.size) + 1, "top_rows": top.tolist()})
+        if len(out) >= limit:
+            break
+    return out
 
 
 def model_card(result: RunResult, model_name: str | None = None) -> dict[str, Any]:
