@@ -47,6 +47,15 @@ def item_keys(images: Sequence[bytes], conditions: Sequence[str] | None = None) 
     return keys
 
 
+def file_checksum(path: Path) -> str:
+    """blake2b-128 hex digest of a file's bytes."""
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def _atomic_save(path: Path, arr: np.ndarray) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -157,9 +166,61 @@ class EmbeddingCache:
         number = max((s.number for s in self._shards), default=-1) + 1
         while (self.dir / f"shard-{number:06d}.keys.npy").exists():
             number += 1
-        _atomic_save(self.dir / f"shard-{number:06d}.npy", emb[keep])
-        _atomic_save(self.dir / f"shard-{number:06d}.keys.npy", keys[keep])
+        emb_path = self.dir / f"shard-{number:06d}.npy"
+        _atomic_save(emb_path, emb[keep])
+        sum_path = self.dir / f"shard-{number:06d}.sum"
+        tmp = sum_path.with_suffix(".sum.tmp")
+        tmp.write_text(file_checksum(emb_path))
+        os.replace(tmp, sum_path)
+        _atomic_save(self.dir / f"shard-{number:06d}.keys.npy", keys[keep])  # commit marker
         self._load()
+
+    def verify(self, repair: bool = True) -> list[str]:
+        """Recompute every shard's checksum; return the names of corrupt shards and, with
+        ``repair``, delete them (their rows are simply re-encoded by the next run)."""
+        bad = list(self.corrupt)
+        for shard in self._shards:
+            sum_path = shard.emb_path.with_suffix(".sum")
+            if not sum_path.is_file():
+                continue  # written by an older condsim: sizes were checked at load
+            if sum_path.read_text().strip() != file_checksum(shard.emb_path):
+                logger.warning("embedding cache: checksum mismatch in %s", shard.emb_path)
+                bad.append(shard.emb_path.name.replace(".npy", ".keys.npy"))
+        if repair and bad:
+            self._mmaps.clear()
+            for name in bad:
+                stem = name.replace(".keys.npy", "")
+                for suffix in (".keys.npy", ".npy", ".sum"):
+                    (self.dir / f"{stem}{suffix}").unlink(missing_ok=True)
+            self.corrupt = []
+            self._load()
+        return bad
+
+    def prune_temp(self) -> int:
+        """Remove temp files left by killed writers; returns how many."""
+        n = 0
+        for p in self.dir.glob(".*.tmp"):
+            p.unlink(missing_ok=True)
+            n += 1
+        for p in self.dir.glob("*.sum.tmp"):
+            p.unlink(missing_ok=True)
+            n += 1
+        return n
+
+    @classmethod
+    def open_space(cls, space_dir: str | Path) -> EmbeddingCache:
+        """Open an existing model space (a folder holding ``space.json``)."""
+        d = Path(space_dir)
+        try:
+            meta = json.loads((d / "space.json").read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{d}: not an embedding-cache space ({exc})") from exc
+        meta.pop("cache_id", None)
+        meta["conditions"] = tuple(meta.get("conditions", ()))
+        cache = cls(d.parent, ModelMeta(**meta))
+        if cache.dir != d:
+            raise ValueError(f"{d}: space.json does not match the folder name")
+        return cache
 
     def info(self) -> dict[str, Any]:
         size = sum(p.stat().st_size for p in self.dir.glob("shard-*.npy"))
