@@ -117,3 +117,18 @@ def test_corrupt_shard_is_detected_and_rebuilt(tmp_path):
     assert main(["cache", "info", "--cache-dir", str(tmp_path)]) == 0
     assert main(["cache", "prune", "--cache-dir", str(tmp_path), "--model", "test/stub"]) == 0
     assert not list(tmp_path.glob("*/space.json"))
+
+
+def test_worker_pipeline_and_single_image_preprocessing_give_identical_bits(tiny_clip):
+    """Workers ship uint8 pixels normalised in batch on the device; the in-process path
+    normalises one image with numpy: the two must agree bit for bit."""
+    from condsim.models.base import encode_images
+
+    imgs = _jpegs(10)
+    piped = encode_images(tiny_clip, imgs, batch_size=4, num_workers=2).embeddings
+    direct = tiny_clip.encode_targets(imgs).numpy()
+    assert np.array_equal(piped, direct)
+    px = tiny_clip.preprocessor(imgs[0])
+    batched = tiny_clip.preprocessor.normalize(
+        torch.from_numpy(tiny_clip.preprocessor.to_uint8(imgs[0]).copy())[None])[0].numpy()
+    assert np.array_equal(px, batched)

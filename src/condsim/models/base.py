@@ -89,7 +89,8 @@ class PixelEncoder(ABC):
 
 
 class _DecodeDataset(Dataset):
-    """Decodes + preprocesses item ``i``; corrupt images yield a zero tensor and ``ok=False``."""
+    """Decodes + resizes item ``i`` to uint8 pixels (normalisation happens batched on the
+    device); corrupt images yield zeros and ``ok=False``."""
 
     def __init__(self, images: Sequence[Any], preprocessor: ImagePreprocessor) -> None:
         self.images = images
@@ -100,10 +101,10 @@ class _DecodeDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[np.ndarray, bool, str]:
         try:
-            return self.pre(self.images[i]), True, ""
+            return self.pre.to_uint8(self.images[i]), True, ""
         except ImageDecodeError as exc:
-            shape = (3, self.pre.crop_h, self.pre.crop_w)
-            return np.zeros(shape, np.float32), False, str(exc)
+            shape = (self.pre.crop_h, self.pre.crop_w, 3)
+            return np.zeros(shape, np.uint8), False, str(exc)
 
 
 def _worker_init(_: int) -> None:
@@ -173,7 +174,8 @@ def encode_images(
                         ok[start + i] = False
                         errors[start + i] = errs[i]
                 if keep:
-                    px = pixels[keep].to(model.device, non_blocking=True)
+                    px = model.preprocessor.normalize(
+                        pixels[keep].to(model.device, non_blocking=True))
                     if conditions is None:
                         emb = model.encode_image_pixels(px)
                     else:
