@@ -31,7 +31,7 @@ from condsim.training.tasks import (
     PixelTripletTask,
     preprocess_all,
 )
-from condsim.training.trainer import TrainConfig, Trainer, TrainState
+from condsim.training.trainer import TrainConfig, Trainer, TrainState, maybe_init_distributed
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +88,7 @@ def train_combiner(
     """Train a Combiner (GeneCIS recipe) on frozen ``backbone`` features."""
     from condsim.models.combiner import Combiner, CombinerConfig
 
+    maybe_init_distributed()
     bb = create_model(backbone)
     task, info = combiner_task_from_triplets(triplets_dir, images_dir, bb, cache_dir=cache_dir)
     logger.info("combiner training data: %s", info)
@@ -111,6 +112,7 @@ def train_condvit(
     from condsim.models.clip_hf import HFClipEncoder, _read_preprocessor_config
     from condsim.models.condvit import condvit_from_clip
 
+    maybe_init_distributed()
     clip = create_model(init)
     if not isinstance(clip, HFClipEncoder):
         raise DataError(f"--init must be a CLIP checkpoint (hf:<dir> or test/tiny-clip), "

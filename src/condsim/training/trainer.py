@@ -75,6 +75,20 @@ class TrainState:
     val_scores: list[float] = field(default_factory=list)
 
 
+def maybe_init_distributed() -> bool:
+    """Initialise ``torch.distributed`` when launched by ``torchrun`` (``WORLD_SIZE > 1``):
+    NCCL on GPUs, gloo on CPUs. Returns whether a process group is active."""
+    if dist.is_available() and dist.is_initialized():
+        return True
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    dist.init_process_group(backend)
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    return True
+
+
 def _rank_world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
