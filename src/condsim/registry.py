@@ -36,7 +36,9 @@ _BUILTIN_MODEL_MODULES = (
     "condsim.models.combiner",
     "condsim.models.condvit",
 )
-_BUILTIN_BENCHMARK_MODULES = ("condsim.benchmarks.lrvsf", "condsim.benchmarks.genecis")
+_BUILTIN_BENCHMARK_MODULES = (
+    "condsim.benchmarks.lrvsf", "condsim.benchmarks.genecis", "condsim.benchmarks.cirr",
+)
 
 
 def register_model(

@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "condsim.cli.cmd_lrvsf",
     "condsim.cli.cmd_demo",
     "condsim.cli.cmd_genecis",
+    "condsim.cli.cmd_cirr",
     "condsim.cli.cmd_report",
     "condsim.cli.cmd_cache",
     "condsim.cli.cmd_training",

@@ -1,0 +1,57 @@
+"""``condsim eval cirr`` and ``condsim synth cirr``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from condsim.cli.common import console
+
+
+def register(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typer) -> None:
+    @eval_app.command("cirr")
+    def eval_cirr(
+        model: str = typer.Option(..., "--model", "-m", help="Model name."),
+        root: Path = typer.Option(..., help="CIRR folder (captions/, image_splits/, img_raw/)."),
+        split: str = typer.Option("val", help="val (scored) | test1 (writes submissions)."),
+        img_root: Path = typer.Option(None, help="Image folder (default ROOT/img_raw)."),
+        seed: int = typer.Option(0), bootstrap: int = typer.Option(1000),
+        max_missing: int = typer.Option(0), workers: int = typer.Option(2),
+        cache_dir: Path = typer.Option(None),
+        out: Path = typer.Option(Path("runs/cirr"), "--out"),
+    ) -> None:
+        """CIRR: global Recall@1/5/10/50 (reference removed) and Recall_subset@1/2/3 on val;
+        on test1, the two submission files for the evaluation server."""
+        from condsim.benchmarks.cirr import CirrConfig, evaluate_cirr, write_submissions
+        from condsim.progress import rich_progress
+        from condsim.registry import create_model
+
+        cfg = CirrConfig(root=str(root), split=split,
+                         img_root=str(img_root) if img_root else None, seed=seed,
+                         n_bootstrap=bootstrap, max_missing=max_missing, num_workers=workers,
+                         cache_dir=str(cache_dir) if cache_dir else None)
+        encoder = create_model(model)
+        with rich_progress() as progress:
+            if split == "test1":
+                files = write_submissions(encoder, cfg, out, progress=progress)
+                console.print(f"wrote {files['recall']} and {files['recall_subset']}")
+                return
+            res = evaluate_cirr(encoder, cfg, out, progress=progress)
+        table = Table(title=f"CIRR {split}: {res.model['name']} (95% CI)")
+        table.add_column("metric")
+        table.add_column("value")
+        for group in ("recall", "recall_subset"):
+            for k, r in res.metrics[group].items():
+                table.add_row(f"{group}@{k}", f"{r['mean'] * 100:.2f} [{r['ci_low'] * 100:.2f},"
+                              f" {r['ci_high'] * 100:.2f}]")
+        console.print(table)
+
+    @synth_app.command("cirr")
+    def synth_cirr(out: Path = typer.Option(..., "--out"),
+                   queries: int = typer.Option(40), seed: int = typer.Option(0)) -> None:
+        """Write a synthetic CIRR (val + test1) in the real layout."""
+        from condsim.synthetic.cirr import write_cirr
+
+        console.print(f"wrote {write_cirr(out, n_queries=queries, seed=seed)}")

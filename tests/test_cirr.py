@@ -1,0 +1,118 @@
+"""CIRR: reference removal and R_subset against a brute-force loop, oracle/constant encoders,
+CLI end to end (val + test submission), bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from condsim.benchmarks.cirr import CirrConfig, evaluate_cirr
+from condsim.cli.main import main
+from condsim.data.cirr import read_cirr
+from condsim.errors import DataError
+from condsim.synthetic.cirr import write_cirr
+from condsim.types import ModelMeta
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> Path:
+    return write_cirr(tmp_path_factory.mktemp("cirr"), n_queries=30, seed=0)
+
+
+def _vec(img, salt: str = "") -> torch.Tensor:
+    h = hashlib.blake2b(img.tobytes() + salt.encode(), digest_size=8).digest()
+    g = torch.Generator().manual_seed(int.from_bytes(h, "little") % 2**63)
+    return torch.randn(16, generator=g)
+
+
+class RandomEncoder:
+    meta = ModelMeta("test/random", 16, "r")
+
+    def encode_targets(self, images):
+        return torch.stack([_vec(im) for im in images])
+
+    def encode_queries(self, images, conditions):
+        return torch.stack([_vec(im, c) for im, c in zip(images, conditions, strict=True)])
+
+
+class ConstantEncoder:
+    meta = ModelMeta("test/const", 4, "c")
+
+    def encode_targets(self, images):
+        return torch.ones(len(images), 4)
+
+    def encode_queries(self, images, conditions):
+        return torch.ones(len(images), 4)
+
+
+def _cfg(root: Path, tmp: Path) -> CirrConfig:
+    return CirrConfig(root=str(root), cache_dir=str(tmp / "c"), n_bootstrap=100)
+
+
+def test_matches_brute_force_loop(root, tmp_path):
+    res = evaluate_cirr(RandomEncoder(), _cfg(root, tmp_path))
+    queries, gallery = read_cirr(root, "val")
+    enc = RandomEncoder()
+    names = list(gallery)
+    g = {n: enc.encode_targets([gallery[n].load_image().convert("RGB")])[0].numpy()
+         for n in names}
+    hits = {k: [] for k in (1, 5, 10, 50)}
+    sub = {k: [] for k in (1, 2, 3)}
+    for q in queries:
+        qv = enc.encode_queries([gallery[q.reference].load_image().convert("RGB")],
+                                [q.caption])[0].numpy()
+        ranked = sorted((n for n in names if n != q.reference), key=lambda n: -float(qv @ g[n]))
+        for k in hits:
+            hits[k].append(q.target in ranked[:k])
+        members = sorted((m for m in q.members if m != q.reference),
+                         key=lambda n: -float(qv @ g[n]))
+        for k in sub:
+            sub[k].append(q.target in members[:k])
+    for k, v in hits.items():
+        assert res.metrics["recall"][str(k)]["mean"] == pytest.approx(np.mean(v))
+    for k, v in sub.items():
+        assert res.metrics["recall_subset"][str(k)]["mean"] == pytest.approx(np.mean(v))
+
+
+def test_constant_encoder_gets_exact_chance(root, tmp_path):
+    res = evaluate_cirr(ConstantEncoder(), _cfg(root, tmp_path))
+    n = res.metrics["gallery_size"] - 1  # the reference is removed
+    for k in (1, 5, 10):
+        assert res.metrics["recall"][str(k)]["mean"] == pytest.approx(k / n)
+    for k in (1, 2, 3):
+        assert res.metrics["recall_subset"][str(k)]["mean"] == pytest.approx(k / 5)
+
+
+def test_cli_val_and_test_submission(root, tmp_path):
+    common = ["--model", "test/tiny-clip", "--root", str(root), "--workers", "0",
+              "--cache-dir", str(tmp_path / "c"), "--bootstrap", "100"]
+    assert main(["eval", "cirr", *common, "--out", str(tmp_path / "val")]) == 0
+    assert (tmp_path / "val" / "results.json").is_file()
+    assert main(["eval", "cirr", *common, "--split", "test1", "--out", str(tmp_path / "t")]) == 0
+    sub = json.loads((tmp_path / "t" / "cirr_test1_recall.json").read_text())
+    queries, _ = read_cirr(root, "test1")
+    assert sub["version"] == "rc2" and sub["metric"] == "recall"
+    for q in queries:
+        assert len(sub[str(q.pairid)]) == 47 and q.reference not in sub[str(q.pairid)]
+    s3 = json.loads((tmp_path / "t" / "cirr_test1_recall_subset.json").read_text())
+    assert all(len(s3[str(q.pairid)]) == 3 for q in queries)
+
+
+def test_bad_input(root, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(root, bad)
+    cap = bad / "captions" / "cap.rc2.val.json"
+    data = json.loads(cap.read_text())
+    data[4]["img_set"]["members"][0] = "no-such-image"
+    cap.write_text(json.dumps(data))
+    with pytest.raises(DataError, match="entry 4: image 'no-such-image'"):
+        evaluate_cirr(ConstantEncoder(), _cfg(bad, tmp_path))
+    cap.write_text("{broken")
+    with pytest.raises(DataError, match="malformed JSON"):
+        evaluate_cirr(ConstantEncoder(), _cfg(bad, tmp_path))
