@@ -38,6 +38,7 @@ _BUILTIN_MODEL_MODULES = (
 )
 _BUILTIN_BENCHMARK_MODULES = (
     "condsim.benchmarks.lrvsf", "condsim.benchmarks.genecis", "condsim.benchmarks.cirr",
+    "condsim.benchmarks.circo",
 )
 
 

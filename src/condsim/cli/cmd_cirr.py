@@ -55,3 +55,47 @@ def register(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typer) ->
         from condsim.synthetic.cirr import write_cirr
 
         console.print(f"wrote {write_cirr(out, n_queries=queries, seed=seed)}")
+
+    register_circo(app, eval_app, synth_app)
+
+
+def register_circo(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typer) -> None:
+    @eval_app.command("circo")
+    def eval_circo(
+        model: str = typer.Option(..., "--model", "-m", help="Model name."),
+        root: Path = typer.Option(..., help="Folder with annotations/ and unlabeled2017/."),
+        split: str = typer.Option("val", help="val (scored) | test (writes the submission)."),
+        seed: int = typer.Option(0), bootstrap: int = typer.Option(1000),
+        workers: int = typer.Option(2), cache_dir: Path = typer.Option(None),
+        out: Path = typer.Option(Path("runs/circo"), "--out"),
+    ) -> None:
+        """CIRCO: mAP@5/10/25/50 (normalised by min(#gt, K)), Recall@K on the target,
+        semantic mAP@10 per aspect; on test, the top-50 submission file."""
+        from condsim.benchmarks.circo import CircoConfig, evaluate_circo, write_submission
+        from condsim.progress import rich_progress
+        from condsim.registry import create_model
+
+        cfg = CircoConfig(root=str(root), split=split, seed=seed, n_bootstrap=bootstrap,
+                          num_workers=workers, cache_dir=str(cache_dir) if cache_dir else None)
+        encoder = create_model(model)
+        with rich_progress() as progress:
+            if split == "test":
+                console.print(f"wrote {write_submission(encoder, cfg, out, progress=progress)}")
+                return
+            res = evaluate_circo(encoder, cfg, out, progress=progress)
+        table = Table(title=f"CIRCO {split}: {res.model['name']} (95% CI)")
+        table.add_column("metric")
+        table.add_column("value")
+        for group in ("map", "recall"):
+            for k, r in res.metrics[group].items():
+                table.add_row(f"{group}@{k}", f"{r['mean'] * 100:.2f} [{r['ci_low'] * 100:.2f},"
+                              f" {r['ci_high'] * 100:.2f}]")
+        console.print(table)
+
+    @synth_app.command("circo")
+    def synth_circo(out: Path = typer.Option(..., "--out"),
+                    queries: int = typer.Option(30), seed: int = typer.Option(0)) -> None:
+        """Write a synthetic CIRCO (val + test) in the real layout."""
+        from condsim.synthetic.circo import write_circo
+
+        console.print(f"wrote {write_circo(out, n_queries=queries, seed=seed)}")
