@@ -39,6 +39,8 @@ _BUILTIN_MODEL_MODULES = (
 _BUILTIN_BENCHMARK_MODULES = (
     "condsim.benchmarks.lrvsf", "condsim.benchmarks.genecis", "condsim.benchmarks.cirr",
     "condsim.benchmarks.circo",
+    "condsim.benchmarks.mitstates",
+    "condsim.benchmarks.fashioniq",
 )
 
 

@@ -57,6 +57,7 @@ def register(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typer) ->
         console.print(f"wrote {write_cirr(out, n_queries=queries, seed=seed)}")
 
     register_circo(app, eval_app, synth_app)
+    register_more(app, eval_app, synth_app)
 
 
 def register_circo(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typer) -> None:
@@ -99,3 +100,69 @@ def register_circo(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typ
         from condsim.synthetic.circo import write_circo
 
         console.print(f"wrote {write_circo(out, n_queries=queries, seed=seed)}")
+
+
+def register_more(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typer) -> None:
+    @eval_app.command("mitstates")
+    def eval_mitstates(
+        model: str = typer.Option(..., "--model", "-m"),
+        root: Path = typer.Option(..., help="Folder holding images/<adj> <noun>/."),
+        complete_text: bool = typer.Option(False, help='Condition "<adj> <noun>".'),
+        seed: int = typer.Option(0), bootstrap: int = typer.Option(1000),
+        workers: int = typer.Option(2), cache_dir: Path = typer.Option(None),
+        out: Path = typer.Option(Path("runs/mitstates"), "--out"),
+    ) -> None:
+        """MIT-States (GeneCIS protocol): Recall@1/5/10 of any image of the target state."""
+        from condsim.benchmarks.mitstates import MitStatesConfig, evaluate_mitstates
+        from condsim.progress import rich_progress
+        from condsim.registry import create_model
+
+        cfg = MitStatesConfig(root=str(root), complete_text=complete_text, seed=seed,
+                              n_bootstrap=bootstrap, num_workers=workers,
+                              cache_dir=str(cache_dir) if cache_dir else None)
+        with rich_progress() as progress:
+            res = evaluate_mitstates(create_model(model), cfg, out, progress=progress)
+        for k, r in res.metrics["recall"].items():
+            console.print(f"R@{k}: {r['mean'] * 100:.2f} [{r['ci_low'] * 100:.2f}, "
+                          f"{r['ci_high'] * 100:.2f}]")
+
+    @eval_app.command("fashioniq")
+    def eval_fashioniq(
+        model: str = typer.Option(..., "--model", "-m"),
+        root: Path = typer.Option(..., help="Folder with captions/, image_splits/, images/."),
+        join: str = typer.Option("and", help='Caption joining: and ("c1 and c2") | dot | '
+                                 "first."),
+        seed: int = typer.Option(0), bootstrap: int = typer.Option(1000),
+        workers: int = typer.Option(2), cache_dir: Path = typer.Option(None),
+        out: Path = typer.Option(Path("runs/fashioniq"), "--out"),
+    ) -> None:
+        """FashionIQ val: R@10/R@50 per category and their average."""
+        from condsim.benchmarks.fashioniq import FashionIQConfig, evaluate_fashioniq
+        from condsim.progress import rich_progress
+        from condsim.registry import create_model
+
+        cfg = FashionIQConfig(root=str(root), join=join, seed=seed, n_bootstrap=bootstrap,
+                              num_workers=workers,
+                              cache_dir=str(cache_dir) if cache_dir else None)
+        with rich_progress() as progress:
+            res = evaluate_fashioniq(create_model(model), cfg, out, progress=progress)
+        for cat, m in res.metrics["categories"].items():
+            console.print(f"{cat}: R@10 {m['recall']['10']['mean'] * 100:.2f}, "
+                          f"R@50 {m['recall']['50']['mean'] * 100:.2f}")
+        console.print(f"average: {res.headline['mean'] * 100:.2f} (join rule {join!r})")
+
+    @synth_app.command("mitstates")
+    def synth_mitstates(out: Path = typer.Option(..., "--out"), seed: int = typer.Option(0)
+                        ) -> None:
+        """Write a synthetic MIT-States folder."""
+        from condsim.synthetic.mitstates import write_mitstates
+
+        console.print(f"wrote {write_mitstates(out, seed=seed)}")
+
+    @synth_app.command("fashioniq")
+    def synth_fashioniq(out: Path = typer.Option(..., "--out"), seed: int = typer.Option(0)
+                        ) -> None:
+        """Write a synthetic FashionIQ (val) in the real layout."""
+        from condsim.synthetic.fashioniq import write_fashioniq
+
+        console.print(f"wrote {write_fashioniq(out, seed=seed)}")

@@ -91,3 +91,48 @@ def weighted_mean_std(values: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np
     mean = values.mean(axis=axis)
     std = values.std(axis=axis, ddof=1) if n > 1 else np.zeros_like(mean)
     return mean, std
+
+
+def expected_any_hit_at_k(
+    scores: np.ndarray, relevant: np.ndarray, ks: Sequence[int]
+) -> np.ndarray:
+    """Probability that at least one relevant item is in the top ``k`` (several relevant
+    items per query, e.g. MIT-States), under uniformly random tie-breaking.
+
+    With ``s*`` the best relevant score, ``G`` non-relevant items strictly above ``s*``,
+    ``T_n`` non-relevant and ``T_r >= 1`` relevant items tied at ``s*``, and ``m = k - G``
+    places left for the tied group::
+
+        P(hit@k) = 0                                   if m <= 0
+                 = 1 - C(T_n, m) / C(T_n + T_r, m)     if 0 < m <= T_n
+                 = 1                                   if m > T_n
+
+    ``scores`` ``(Q, N)`` (``-inf`` = excluded), ``relevant`` boolean ``(Q, N)``; a query
+    without a relevant item raises. Returns ``(Q, len(ks))`` float64.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    relevant = np.asarray(relevant, dtype=bool)
+    if scores.shape != relevant.shape:
+        raise CondsimError(f"scores {scores.shape} and relevant {relevant.shape} differ")
+    rel_scores = np.where(relevant & np.isfinite(scores), scores, -np.inf)
+    best = rel_scores.max(axis=1)
+    if np.isneginf(best).any():
+        raise CondsimError("a query has no (retrievable) relevant item")
+    b = best[:, None]
+    g = ((scores > b) & ~relevant).sum(axis=1)
+    tn = ((scores == b) & ~relevant).sum(axis=1)
+    tr = ((scores == b) & relevant).sum(axis=1)
+    out = np.zeros((scores.shape[0], len(ks)))
+    for j, k in enumerate(ks):
+        m = k - g
+        for q in range(scores.shape[0]):
+            mq = int(m[q])
+            if mq <= 0:
+                continue
+            if mq > tn[q]:
+                out[q, j] = 1.0
+                continue
+            # C(tn, m) / C(tn + tr, m) = prod_{i<m} (tn - i) / (tn + tr - i)
+            i = np.arange(mq)
+            out[q, j] = 1.0 - float(np.prod((tn[q] - i) / (tn[q] + tr[q] - i)))
+    return out

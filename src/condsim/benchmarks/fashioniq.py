@@ -1,0 +1,142 @@
+"""FashionIQ val (dress, shirt, toptee): Recall@10 and @50 per category and their average.
+
+Files: ``captions/cap.<cat>.val.json`` (``candidate``, ``target``, two relative
+``captions``), ``image_splits/split.<cat>.val.json`` (the category's gallery of asins),
+``images/<asin>.png|jpg``. The two captions are joined into one condition by a *declared*
+rule (it changes the numbers): ``and`` = "c1 and c2" (default), ``dot`` = "c1. c2",
+``first`` = c1 only. The candidate stays in the gallery (as in the common evaluation code).
+Recall is tie-safe (:func:`condsim.metrics.expected_recall_at_k`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from condsim.benchmarks.base import BenchmarkMeta
+from condsim.benchmarks.retrieval import (
+    FileDigests,
+    average_ci,
+    encode_unique,
+    summarize_recalls,
+)
+from condsim.cache.store import EmbeddingCache
+from condsim.data.crops import ImageRef
+from condsim.errors import DataError
+from condsim.metrics.recall import expected_recall_at_k
+from condsim.paths import default_cache_dir
+from condsim.progress import ProgressFactory, no_progress
+from condsim.registry import register_benchmark
+from condsim.results.run_result import RunResult
+
+KS = (10, 50)
+CATEGORIES = ("dress", "shirt", "toptee")
+JOIN_RULES = {"and": lambda c: f"{c[0]} and {c[1]}", "dot": lambda c: f"{c[0]}. {c[1]}",
+              "first": lambda c: c[0]}
+META = BenchmarkMeta(
+    name="fashioniq", description="FashionIQ val: R@10/50 per category",
+    main_score="average_recall", split="val", protocol_version="1",
+    reference="https://github.com/XiaoxiaoGuo/fashion-iq",
+)
+
+
+@dataclass
+class FashionIQConfig:
+    root: str
+    categories: tuple[str, ...] = CATEGORIES
+    join: str = "and"
+    seed: int = 0
+    n_bootstrap: int = 1000
+    num_workers: int = 0
+    cache_dir: str | None = None
+
+
+def _json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise DataError(f"{path}: no such FashionIQ file") from exc
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: malformed JSON ({exc})") from exc
+
+
+def _image(root: Path, asin: str) -> ImageRef:
+    for ext in (".png", ".jpg"):
+        if (root / "images" / f"{asin}{ext}").is_file():
+            return ImageRef(str(root / "images" / f"{asin}{ext}"))
+    raise DataError(f"{root / 'images'}: no image for asin {asin!r} (.png or .jpg)")
+
+
+def evaluate_fashioniq(model: Any, cfg: FashionIQConfig, out_dir: str | Path | None = None,
+                       *, progress: ProgressFactory = no_progress) -> RunResult:
+    if cfg.join not in JOIN_RULES:
+        raise DataError(f"caption join rule must be one of {sorted(JOIN_RULES)}")
+    root = Path(cfg.root)
+    cache = EmbeddingCache(cfg.cache_dir or default_cache_dir(), model.meta)
+    digests = FileDigests()
+    metrics: dict[str, Any] = {"categories": {}}
+    columns: dict[int, list[np.ndarray]] = {k: [] for k in KS}
+    for ci, cat in enumerate(cfg.categories):
+        split_path = root / "image_splits" / f"split.{cat}.val.json"
+        asins = list(dict.fromkeys(_json(split_path)))
+        caps_path = root / "captions" / f"cap.{cat}.val.json"
+        caps = _json(caps_path)
+        index = {a: i for i, a in enumerate(asins)}
+        for i, e in enumerate(caps):
+            if not isinstance(e, dict) or not {"candidate", "target", "captions"} <= set(e):
+                raise DataError(f"{caps_path} entry {i}: needs candidate, target, captions")
+            if len(e["captions"]) < (1 if cfg.join == "first" else 2):
+                raise DataError(f"{caps_path} entry {i}: needs two captions")
+            for a in (e["candidate"], e["target"]):
+                if a not in index:
+                    raise DataError(f"{caps_path} entry {i}: {a!r} not in {split_path}")
+        refs = [_image(root, a) for a in asins]
+        g, g_err, _ = encode_unique(model, cache, refs, digests, num_workers=cfg.num_workers,
+                                    progress=progress(f"encode {cat} gallery", len(refs)),
+                                    what=f"FashionIQ {cat}")
+        texts = [JOIN_RULES[cfg.join](e["captions"]) for e in caps]
+        q, q_err, _ = encode_unique(model, cache, [refs[index[e["candidate"]]] for e in caps],
+                                    digests, texts, num_workers=cfg.num_workers,
+                                    progress=progress(f"encode {cat} queries", len(caps)),
+                                    what=f"FashionIQ {cat} queries")
+        if g_err or q_err:
+            raise DataError(f"FashionIQ {cat}: {len(g_err) + len(q_err)} undecodable images")
+        rec = expected_recall_at_k(q @ g.T, np.array([index[e["target"]] for e in caps]), KS)
+        metrics["categories"][cat] = {
+            "recall": summarize_recalls(rec, KS, seed=cfg.seed + 10 * ci,
+                                        n_resamples=cfg.n_bootstrap),
+            "n_queries": len(caps), "gallery_size": len(asins)}
+        for j, k in enumerate(KS):
+            columns[k].append(rec[:, j])
+    for k in KS:
+        metrics[f"average_recall_at_{k}"] = average_ci(columns[k], seed=cfg.seed + k,
+                                                       n_resamples=cfg.n_bootstrap)
+    avg = float(np.mean([metrics[f"average_recall_at_{k}"]["mean"] for k in KS]))
+    res = RunResult(
+        benchmark="fashioniq", model=model.meta.to_dict(),
+        protocol={**META.to_dict(), "ks": list(KS), "caption_join": cfg.join,
+                  "categories": list(cfg.categories), "reference_removed": False,
+                  "bootstrap": {"n_resamples": cfg.n_bootstrap, "seed": cfg.seed}},
+        seed=cfg.seed, headline={"name": "average_recall", "mean": avg}, metrics=metrics,
+        extra={"config": asdict(cfg)},
+    )
+    if out_dir is not None:
+        res.save(Path(out_dir) / "results.json")
+    return res
+
+
+class FashionIQBenchmark:
+    meta = META
+
+    def __init__(self, cfg: FashionIQConfig) -> None:
+        self.cfg = cfg
+
+    def run(self, model: Any, *, progress: ProgressFactory = no_progress) -> RunResult:
+        return evaluate_fashioniq(model, self.cfg, progress=progress)
+
+
+register_benchmark("fashioniq")(FashionIQBenchmark)

@@ -1,0 +1,134 @@
+"""MIT-States as GeneCIS evaluates it: change an object's state (adjective).
+
+Layout ``images/<adj> <noun>/*.jpg`` (folders without a space, and adjective ``adj``, are
+skipped). Test split = images of the 49 test nouns. Queries: every test image x every other
+adjective seen with its noun; condition = the target adjective (or "<adj> <noun>" with
+``complete_text``); relevant = every test image captioned "<target adj> <noun>"; gallery =
+all test images with the reference removed. Recall@{1,5,10} = P(any relevant in the top K)
+under random tie-breaking (:func:`condsim.metrics.recall.expected_any_hit_at_k`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from condsim.benchmarks.base import BenchmarkMeta
+from condsim.benchmarks.retrieval import FileDigests, encode_unique, summarize_recalls
+from condsim.cache.store import EmbeddingCache
+from condsim.data.crops import ImageRef
+from condsim.errors import DataError
+from condsim.metrics.recall import expected_any_hit_at_k
+from condsim.paths import default_cache_dir
+from condsim.progress import ProgressFactory, no_progress
+from condsim.registry import register_benchmark
+from condsim.results.run_result import RunResult
+
+KS = (1, 5, 10)
+TEST_NOUNS = (
+    "armor", "bracelet", "bush", "camera", "candy", "castle", "ceramic", "cheese", "clock",
+    "clothes", "coffee", "fan", "fig", "fish", "foam", "forest", "fruit", "furniture", "garden",
+    "gate", "glass", "horse", "island", "laptop", "lead", "lightning", "mirror", "orange",
+    "paint", "persimmon", "plastic", "plate", "potato", "road", "rubber", "sand", "shell", "sky",
+    "smoke", "steel", "stream", "table", "tea", "tomato", "vacuum", "wax", "wheel", "window",
+    "wool",
+)
+META = BenchmarkMeta(
+    name="mitstates", description="MIT-States state change (GeneCIS protocol, 49 test nouns)",
+    main_score="recall_at_1", split="test", protocol_version="1",
+    reference="https://github.com/facebookresearch/genecis",
+)
+
+
+@dataclass
+class MitStatesConfig:
+    root: str  # holds images/
+    complete_text: bool = False
+    seed: int = 0
+    n_bootstrap: int = 1000
+    num_workers: int = 0
+    cache_dir: str | None = None
+    query_block: int = 2048
+
+
+def read_test_images(root: str | Path) -> list[tuple[str, str, Path]]:
+    """``(adj, noun, path)`` of the test split, sorted."""
+    folder = Path(root) / "images"
+    if not folder.is_dir():
+        raise DataError(f"{folder}: no such folder (expected images/<adj> <noun>/)")
+    out = []
+    for d in sorted(p for p in folder.iterdir() if p.is_dir()):
+        if " " not in d.name:
+            continue
+        adj, noun = d.name.split(" ", 1)
+        if adj == "adj" or noun not in TEST_NOUNS:
+            continue
+        out += [(adj, noun, p) for p in sorted(d.glob("*.jpg"))]
+    if not out:
+        raise DataError(f"{folder}: no test images (nouns: {', '.join(TEST_NOUNS[:5])}, ...)")
+    return out
+
+
+def evaluate_mitstates(model: Any, cfg: MitStatesConfig, out_dir: str | Path | None = None,
+                       *, progress: ProgressFactory = no_progress) -> RunResult:
+    items = read_test_images(cfg.root)
+    adjs_of: dict[str, list[str]] = {}
+    for adj, noun, _ in items:
+        adjs_of.setdefault(noun, [])
+        if adj not in adjs_of[noun]:
+            adjs_of[noun].append(adj)
+    queries = [(i, a) for i, (adj, noun, _) in enumerate(items)
+               for a in adjs_of[noun] if a != adj]
+    if not queries:
+        raise DataError("MIT-States: no noun has two adjectives in the test split")
+    refs = [ImageRef(str(p)) for _, _, p in items]
+    cache = EmbeddingCache(cfg.cache_dir or default_cache_dir(), model.meta)
+    digests = FileDigests()
+    g, g_err, _ = encode_unique(model, cache, refs, digests, num_workers=cfg.num_workers,
+                                progress=progress("encode MIT-States images", len(refs)),
+                                what="MIT-States images")
+    texts = [f"{a} {items[i][1]}" if cfg.complete_text else a for i, a in queries]
+    q, q_err, _ = encode_unique(model, cache, [refs[i] for i, _ in queries], digests, texts,
+                                num_workers=cfg.num_workers, what="MIT-States queries",
+                                progress=progress("encode MIT-States queries", len(queries)))
+    if g_err or q_err:
+        raise DataError(f"MIT-States: {len(g_err) + len(q_err)} images cannot be decoded")
+    labels = np.array([f"{adj} {noun}" for adj, noun, _ in items])
+    rec = np.zeros((len(queries), len(KS)))
+    for s in range(0, len(queries), cfg.query_block):
+        block = queries[s:s + cfg.query_block]
+        scores = (q[s:s + len(block)] @ g.T).astype(np.float64)
+        ref = np.array([i for i, _ in block])
+        scores[np.arange(len(block)), ref] = -np.inf
+        relevant = labels[None, :] == np.array([f"{a} {items[i][1]}" for i, a in block])[:, None]
+        rec[s:s + len(block)] = expected_any_hit_at_k(scores, relevant, KS)
+    metrics = {"recall": summarize_recalls(rec, KS, seed=cfg.seed, n_resamples=cfg.n_bootstrap),
+               "n_queries": len(queries), "gallery_size": len(items),
+               "per_query": {"recall_at_1": rec[:, 0].tolist()}}
+    res = RunResult(
+        benchmark="mitstates", model=model.meta.to_dict(),
+        protocol={**META.to_dict(), "ks": list(KS), "complete_text": cfg.complete_text,
+                  "reference_removed": True, "tie_rule": "expected any-hit",
+                  "bootstrap": {"n_resamples": cfg.n_bootstrap, "seed": cfg.seed}},
+        seed=cfg.seed, headline={"name": "recall_at_1", **metrics["recall"]["1"]},
+        metrics=metrics, extra={"config": asdict(cfg)},
+    )
+    if out_dir is not None:
+        res.save(Path(out_dir) / "results.json")
+    return res
+
+
+class MitStatesBenchmark:
+    meta = META
+
+    def __init__(self, cfg: MitStatesConfig) -> None:
+        self.cfg = cfg
+
+    def run(self, model: Any, *, progress: ProgressFactory = no_progress) -> RunResult:
+        return evaluate_mitstates(model, self.cfg, progress=progress)
+
+
+register_benchmark("mitstates")(MitStatesBenchmark)

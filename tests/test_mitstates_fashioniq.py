@@ -1,0 +1,81 @@
+"""MIT-States and FashionIQ: any-hit recall formula, chance, filtering, CLI, join rules."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from condsim.benchmarks.fashioniq import FashionIQConfig, evaluate_fashioniq
+from condsim.benchmarks.mitstates import MitStatesConfig, evaluate_mitstates, read_test_images
+from condsim.cli.main import main
+from condsim.errors import DataError
+from condsim.metrics.recall import expected_any_hit_at_k
+from condsim.synthetic.fashioniq import write_fashioniq
+from condsim.synthetic.mitstates import write_mitstates
+from condsim.types import ModelMeta
+
+
+def test_any_hit_matches_enumeration_of_tie_orders():
+    scores = np.array([[0.9, 0.5, 0.5, 0.5, 0.5, 0.1]])
+    relevant = np.array([[False, True, False, True, False, True]])
+    got = expected_any_hit_at_k(scores, relevant, [1, 2, 3, 4, 6])
+    tied = [1, 2, 3, 4]
+    hits = np.zeros(5)
+    perms = list(itertools.permutations(tied))
+    for p in perms:
+        order = [0, *p, 5]
+        for j, k in enumerate([1, 2, 3, 4, 6]):
+            hits[j] += any(relevant[0, i] for i in order[:k])
+    np.testing.assert_allclose(got[0], hits / len(perms))
+
+
+class ConstantEncoder:
+    meta = ModelMeta("test/const", 4, "c")
+
+    def encode_targets(self, images):
+        return torch.ones(len(images), 4)
+
+    def encode_queries(self, images, conditions):
+        return torch.ones(len(images), 4)
+
+
+def test_mitstates_split_and_chance(tmp_path):
+    root = write_mitstates(tmp_path / "ms", per_class=3)
+    items = read_test_images(root)
+    assert {n for _, n, _ in items} == {"clock", "table", "glass", "window"}
+    assert all(a != "adj" for a, _, _ in items)
+    res = evaluate_mitstates(ConstantEncoder(), MitStatesConfig(root=str(root), cache_dir=str(
+        tmp_path / "c"), n_bootstrap=100))
+    # constant scores: 3 relevant among N - 1 candidates, all tied
+    n = len(items) - 1
+    want = 1 - np.prod([(n - 3 - i) / (n - i) for i in range(1)])
+    assert res.metrics["recall"]["1"]["mean"] == pytest.approx(want)
+    assert main(["eval", "mitstates", "--model", "test/tiny-clip", "--root", str(root),
+                 "--workers", "0", "--bootstrap", "100", "--cache-dir", str(tmp_path / "c"),
+                 "--out", str(tmp_path / "run")]) == 0
+
+
+def test_fashioniq_join_rules_and_cli(tmp_path):
+    root = write_fashioniq(tmp_path / "fiq", n_pairs=10)
+    res = evaluate_fashioniq(ConstantEncoder(), FashionIQConfig(root=str(root), cache_dir=str(
+        tmp_path / "c"), n_bootstrap=100))
+    for m in res.metrics["categories"].values():
+        assert m["recall"]["10"]["mean"] == pytest.approx(10 / m["gallery_size"])
+    assert res.protocol["caption_join"] == "and"
+    for join in ("and", "dot", "first"):
+        assert main(["eval", "fashioniq", "--model", "test/tiny-clip", "--root", str(root),
+                     "--join", join, "--workers", "0", "--bootstrap", "50", "--cache-dir",
+                     str(tmp_path / "c"), "--out", str(tmp_path / join)]) == 0
+    a = json.loads((tmp_path / "and" / "results.json").read_text())
+    f = json.loads((tmp_path / "first" / "results.json").read_text())
+    assert a["protocol"]["caption_join"] == "and" and f["protocol"]["caption_join"] == "first"
+    cap = root / "captions" / "cap.shirt.val.json"
+    data = json.loads(cap.read_text())
+    data[3]["target"] = "BNOPE"
+    cap.write_text(json.dumps(data))
+    with pytest.raises(DataError, match="entry 3: 'BNOPE'"):
+        evaluate_fashioniq(ConstantEncoder(), FashionIQConfig(root=str(root)))
