@@ -13,6 +13,7 @@ from condsim.cli.main import main
 from condsim.metrics.ap import average_precision_at_k, map_at_ks
 from condsim.synthetic.circo import write_circo
 from condsim.types import ModelMeta
+from stubs import ConstantEncoder
 
 
 def test_ap_hand_computed():
@@ -25,15 +26,6 @@ def test_ap_hand_computed():
     # order: 0, 2, 4, 1 (item 3 excluded); gt {2, 3}: item 3 can never be retrieved
     assert map_at_ks(scores, [np.array([2, 3])], [5])[0, 0] == pytest.approx((1 / 2) / 2)
 
-
-class ConstantEncoder:
-    meta = ModelMeta("test/const", 4, "c")
-
-    def encode_targets(self, images):
-        return torch.ones(len(images), 4)
-
-    def encode_queries(self, images, conditions):
-        return torch.ones(len(images), 4)
 
 
 def test_constant_model_gets_no_credit_from_ties_and_cli(tmp_path):

@@ -18,6 +18,7 @@ from condsim.data.cirr import read_cirr
 from condsim.errors import DataError
 from condsim.synthetic.cirr import write_cirr
 from condsim.types import ModelMeta
+from stubs import ConstantEncoder
 
 
 @pytest.fixture(scope="module")
@@ -40,15 +41,6 @@ class RandomEncoder:
     def encode_queries(self, images, conditions):
         return torch.stack([_vec(im, c) for im, c in zip(images, conditions, strict=True)])
 
-
-class ConstantEncoder:
-    meta = ModelMeta("test/const", 4, "c")
-
-    def encode_targets(self, images):
-        return torch.ones(len(images), 4)
-
-    def encode_queries(self, images, conditions):
-        return torch.ones(len(images), 4)
 
 
 def _cfg(root: Path, tmp: Path) -> CirrConfig:

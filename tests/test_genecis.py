@@ -20,6 +20,7 @@ from condsim.errors import DataError
 from condsim.results.run_result import load_result
 from condsim.synthetic.genecis import write_genecis
 from condsim.types import ModelMeta
+from stubs import ConstantEncoder
 
 
 @pytest.fixture(scope="module")
@@ -109,15 +110,6 @@ class OracleEncoder:
         return torch.stack([self.answer[(_img_vec(im).numpy().tobytes(), c)]
                             for im, c in zip(images, conditions, strict=True)])
 
-
-class ConstantEncoder:
-    meta = ModelMeta("test/constant", 8, "const")
-
-    def encode_targets(self, images):
-        return torch.ones(len(images), 8)
-
-    def encode_queries(self, images, conditions):
-        return torch.ones(len(images), 8)
 
 
 def test_oracle_gets_100_and_constant_gets_exact_chance(gen_root, tmp_path):

@@ -7,7 +7,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from condsim.benchmarks.fashioniq import FashionIQConfig, evaluate_fashioniq
 from condsim.benchmarks.mitstates import MitStatesConfig, evaluate_mitstates, read_test_images
@@ -16,7 +15,7 @@ from condsim.errors import DataError
 from condsim.metrics.recall import expected_any_hit_at_k
 from condsim.synthetic.fashioniq import write_fashioniq
 from condsim.synthetic.mitstates import write_mitstates
-from condsim.types import ModelMeta
+from stubs import ConstantEncoder
 
 
 def test_any_hit_matches_enumeration_of_tie_orders():
@@ -32,15 +31,6 @@ def test_any_hit_matches_enumeration_of_tie_orders():
             hits[j] += any(relevant[0, i] for i in order[:k])
     np.testing.assert_allclose(got[0], hits / len(perms))
 
-
-class ConstantEncoder:
-    meta = ModelMeta("test/const", 4, "c")
-
-    def encode_targets(self, images):
-        return torch.ones(len(images), 4)
-
-    def encode_queries(self, images, conditions):
-        return torch.ones(len(images), 4)
 
 
 def test_mitstates_split_and_chance(tmp_path):

@@ -19,6 +19,7 @@ from condsim.benchmarks.base import BenchmarkMeta
 from condsim.benchmarks.retrieval import FileDigests, encode_unique, summarize_recalls
 from condsim.cache.store import EmbeddingCache
 from condsim.data.crops import ImageRef
+from condsim.data.jsonio import load_json
 from condsim.errors import DataError
 from condsim.metrics.ap import map_at_ks
 from condsim.metrics.recall import expected_recall_at_k
@@ -47,12 +48,7 @@ class CircoConfig:
 
 def _read(cfg: CircoConfig) -> tuple[list[dict[str, Any]], list[int]]:
     path = Path(cfg.root) / "annotations" / f"{cfg.split}.json"
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise DataError(f"{path}: no such CIRCO annotation file") from exc
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: malformed JSON ({exc})") from exc
+    data = load_json(path, "CIRCO annotation file")
     if not isinstance(data, list) or not data:
         raise DataError(f"{path}: expected a non-empty list")
     need = ["id", "reference_img_id", "relative_caption"]

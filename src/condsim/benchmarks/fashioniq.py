@@ -10,7 +10,6 @@ Recall is tie-safe (:func:`condsim.metrics.expected_recall_at_k`).
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from condsim.benchmarks.retrieval import (
 )
 from condsim.cache.store import EmbeddingCache
 from condsim.data.crops import ImageRef
+from condsim.data.jsonio import load_json
 from condsim.errors import DataError
 from condsim.metrics.recall import expected_recall_at_k
 from condsim.paths import default_cache_dir
@@ -55,15 +55,6 @@ class FashionIQConfig:
     cache_dir: str | None = None
 
 
-def _json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise DataError(f"{path}: no such FashionIQ file") from exc
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: malformed JSON ({exc})") from exc
-
-
 def _image(root: Path, asin: str) -> ImageRef:
     for ext in (".png", ".jpg"):
         if (root / "images" / f"{asin}{ext}").is_file():
@@ -82,9 +73,9 @@ def evaluate_fashioniq(model: Any, cfg: FashionIQConfig, out_dir: str | Path | N
     columns: dict[int, list[np.ndarray]] = {k: [] for k in KS}
     for ci, cat in enumerate(cfg.categories):
         split_path = root / "image_splits" / f"split.{cat}.val.json"
-        asins = list(dict.fromkeys(_json(split_path)))
+        asins = list(dict.fromkeys(load_json(split_path, "FashionIQ file")))
         caps_path = root / "captions" / f"cap.{cat}.val.json"
-        caps = _json(caps_path)
+        caps = load_json(caps_path, "FashionIQ file")
         index = {a: i for i, a in enumerate(asins)}
         for i, e in enumerate(caps):
             if not isinstance(e, dict) or not {"candidate", "target", "captions"} <= set(e):

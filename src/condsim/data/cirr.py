@@ -3,12 +3,11 @@ split.rc2.<split>.json``; images under ``img_raw/`` at the split file's relative
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from condsim.data.crops import ImageRef
+from condsim.data.jsonio import load_json
 from condsim.errors import DataError
 
 SPLITS = ("train", "val", "test1")
@@ -23,15 +22,6 @@ class CirrQuery:
     members: tuple[str, ...]
 
 
-def _load_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise DataError(f"{path}: no such CIRR file") from exc
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: malformed JSON ({exc})") from exc
-
-
 def read_cirr(root: str | Path, split: str, img_root: str | Path | None = None
               ) -> tuple[list[CirrQuery], dict[str, ImageRef]]:
     """Queries of ``split`` and the split's image gallery (name -> ImageRef)."""
@@ -40,13 +30,13 @@ def read_cirr(root: str | Path, split: str, img_root: str | Path | None = None
     root = Path(root)
     images_dir = Path(img_root) if img_root else root / "img_raw"
     split_file = root / "image_splits" / f"split.rc2.{split}.json"
-    names = _load_json(split_file)
+    names = load_json(split_file, "CIRR file")
     if not isinstance(names, dict) or not names:
         raise DataError(f"{split_file}: expected a non-empty {{name: relative path}} object")
     gallery = {str(n): ImageRef(str(images_dir / str(rel).lstrip("./")))
                for n, rel in names.items()}
     cap_file = root / "captions" / f"cap.rc2.{split}.json"
-    data = _load_json(cap_file)
+    data = load_json(cap_file, "CIRR file")
     if not isinstance(data, list) or not data:
         raise DataError(f"{cap_file}: expected a non-empty list of queries")
     queries, seen = [], set()

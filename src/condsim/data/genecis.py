@@ -10,7 +10,6 @@ image folders, cropped as :mod:`condsim.data.crops` defines.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from condsim.data.crops import ImageRef, check_bbox
+from condsim.data.jsonio import load_json
 from condsim.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -101,12 +101,7 @@ def read_task(
     if task not in TASKS:
         raise DataError(f"unknown GeneCIS task {task!r}; tasks: {', '.join(TASKS)}")
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise DataError(f"{path}: no such annotation file (expected {task}.json)") from exc
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: malformed JSON ({exc})") from exc
+    data = load_json(path, f"annotation file (expected {task}.json)")
     if not isinstance(data, list) or not data:
         raise DataError(f"{path}: expected a non-empty JSON list of templates")
     queries = []
