@@ -149,7 +149,8 @@ def write_genecis(
         if new == spec.colour or not fresh("fa", ref, spec.colour) or not fresh("ca", ref, new):
             continue
         tgt_c = [i for i, p in enumerate(pool) if p[2].colour == spec.colour and i != ref]
-        neg = [i for i, p in enumerate(pool) if p[2].shape == spec.shape and i != ref]
+        neg = [i for i, p in enumerate(pool) if p[2].shape == spec.shape and
+               p[2].colour != spec.colour]
         neg += [i for i, p in enumerate(pool) if p[2].shape != spec.shape and
                 p[2].colour != spec.colour]
         gal = rng.choice(neg, size=n_dist, replace=False)
