@@ -19,9 +19,11 @@ def test_parse_mine_train_eval_end_to_end(tmp_path):
     assert main(["train", "combiner", "--triplets", str(tmp_path / "trip"), "--images",
                  str(tmp_path / "cc"), "--out", str(tmp_path / "comb"), "--epochs", "2",
                  "--batch-size", "32", "--lr", "1e-4", "--projection-dim", "32",
-                 "--hidden-dim", "64", "--seed", "1"]) == 0
+                 "--hidden-dim", "64", "--seed", "1", "--val",
+                 f"genecis:{write_genecis(tmp_path / 'gen', n_per_task=8)}"]) == 0
     assert (tmp_path / "comb" / "last" / "combiner_config.json").is_file()
-    g = write_genecis(tmp_path / "gen", n_per_task=8)
+    assert (tmp_path / "comb" / "best" / "combiner_config.json").is_file()
+    g = tmp_path / "gen"
     assert main(["eval", "genecis", "--model", f"combiner:{tmp_path / 'comb' / 'last'}",
                  "--annotations", str(g / "annotations"), "--coco-root",
                  str(g / "coco" / "val2017"), "--vg-root", str(g / "vg" / "VG_100K"),
@@ -41,3 +43,11 @@ def test_training_data_image_mismatch_is_named(tmp_path):
     code = main(["train", "combiner", "--triplets", str(tmp_path / "trip"), "--images",
                  str(tmp_path / "elsewhere"), "--out", str(tmp_path / "c")])
     assert code == 2
+
+
+def test_slurm_script_is_written(tmp_path):
+    assert main(["train", "combiner", "--triplets", "t", "--images", "i", "--out",
+                 str(tmp_path), "--slurm-nodes", "2", "--gpus-per-node", "8"]) == 0
+    text = (tmp_path / "train.sbatch").read_text()
+    assert "#SBATCH --nodes=2" in text and "--nproc-per-node 8" in text
+    assert "-m condsim.cli train combiner --triplets t --images i" in text

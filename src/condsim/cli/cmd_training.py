@@ -135,15 +135,44 @@ def register_train(app: typer.Typer) -> None:
         dropout: float = typer.Option(0.5), seed: int = typer.Option(0),
         schedule: str = typer.Option("constant", help="constant | cosine"),
         grad_accum: int = typer.Option(1), ckpt_every: int = typer.Option(0),
+        val: str = typer.Option(None, help="Per-epoch validation with best-checkpoint "
+                                "selection: cirr:<CIRR root> or genecis:<root>."),
+        slurm_nodes: int = typer.Option(0, help="Write OUT/train.sbatch for this many SLURM "
+                                        "nodes instead of training here."),
+        gpus_per_node: int = typer.Option(8), slurm_hours: int = typer.Option(24),
+        partition: str = typer.Option(None),
     ) -> None:
         """Train a Combiner on frozen CLIP features of mined triplets (GeneCIS recipe);
-        resumes from OUT/last when present. Works under torchrun (DDP)."""
-        from condsim.training.recipes import train_combiner
+        resumes from OUT/last when present. Works under torchrun (DDP); --slurm-nodes writes
+        a multi-node sbatch script."""
+        from condsim.registry import create_model
+        from condsim.results.run_result import atomic_write_text
+        from condsim.training.recipes import combiner_validator, slurm_script, train_combiner
 
+        if slurm_nodes:
+            argv = ["train", "combiner", "--triplets", str(triplets), "--images", str(images),
+                    "--out", str(out), "--backbone", backbone, "--epochs", str(epochs),
+                    "--batch-size", str(batch_size), "--lr", str(lr), "--logit-scale",
+                    str(logit_scale), "--projection-dim", str(projection_dim),
+                    "--hidden-dim", str(hidden_dim), "--dropout", str(dropout), "--seed",
+                    str(seed), "--schedule", schedule, "--grad-accum", str(grad_accum),
+                    "--ckpt-every", str(ckpt_every)] + (["--val", val] if val else [])
+            path = atomic_write_text(out / "train.sbatch", slurm_script(
+                argv, nodes=slurm_nodes, gpus_per_node=gpus_per_node, hours=slurm_hours,
+                partition=partition, out_dir=out))
+            console.print(f"wrote {path}; submit with: sbatch {path}")
+            return
+        validate = None
+        if val:
+            kind, _, root = val.partition(":")
+            validate = combiner_validator(kind, root, create_model(backbone))
         st = train_combiner(triplets, images, _cfg(out, epochs, batch_size, lr, logit_scale,
                                                    seed, schedule, grad_accum, ckpt_every),
                             backbone=backbone, projection_dim=projection_dim,
-                            hidden_dim=hidden_dim, dropout=dropout)
+                            hidden_dim=hidden_dim, dropout=dropout, validate=validate)
+        if st.val_scores:
+            console.print(f"validation per epoch: {[round(v, 4) for v in st.val_scores]}; "
+                          f"best epoch {st.best_epoch} -> {out / 'best'}")
         console.print(f"trained {st.global_step} steps; final loss "
                       f"{st.losses[-1] if st.losses else float('nan'):.4f}; "
                       f"load with --model combiner:{out / 'last'}")

@@ -132,3 +132,52 @@ def train_condvit(
     (Path(cfg.out_dir) / "recipe.json").write_text(json.dumps(
         {"recipe": "condvit", "init": init, "train_root": str(train_root)}, indent=2))
     return state
+
+
+def combiner_validator(kind: str, root: str | Path, backbone: Any,
+                       cache_dir: str | None = None) -> Callable[[Any], float]:
+    """Per-epoch validation score of a Combiner being trained: ``cirr`` (CIRR val R@1, the
+    GeneCIS recipe's model selection) or ``genecis`` (average R@1; ``root`` holds
+    ``annotations/``, ``coco/val2017`` and ``vg/VG_100K*``, the synthetic layout)."""
+    from condsim.models.combiner import CombinerEncoder
+
+    def score(pair: Any) -> float:
+        enc = CombinerEncoder(pair.combiner, backbone, name="combiner:training")
+        if kind == "cirr":
+            from condsim.benchmarks.cirr import CirrConfig, evaluate_cirr
+
+            res = evaluate_cirr(enc, CirrConfig(root=str(root), cache_dir=cache_dir,
+                                                n_bootstrap=10))
+        elif kind == "genecis":
+            from condsim.benchmarks.genecis import GenecisConfig, evaluate_genecis
+
+            r = Path(root)
+            res = evaluate_genecis(enc, GenecisConfig(
+                annotations=str(r / "annotations"), coco_root=str(r / "coco" / "val2017"),
+                vg_roots=tuple(str(p) for p in sorted((r / "vg").glob("VG_100K*"))),
+                cache_dir=cache_dir, n_bootstrap=10))
+        else:
+            raise DataError(f"validation benchmark must be cirr or genecis, got {kind!r}")
+        return float(res.headline["mean"])
+
+    return score
+
+
+def slurm_script(argv: list[str], *, nodes: int, gpus_per_node: int, hours: int,
+                 partition: str | None, out_dir: str | Path) -> str:
+    """An sbatch script running ``condsim <argv>`` under torchrun on every node."""
+    part = f"#SBATCH --partition={partition}\n" if partition else ""
+    cmd = " ".join(argv)
+    return f"""#!/bin/bash
+#SBATCH --job-name=condsim-train
+#SBATCH --nodes={nodes}
+#SBATCH --ntasks-per-node=1
+#SBATCH --gpus-per-node={gpus_per_node}
+#SBATCH --time={hours}:00:00
+#SBATCH --output={out_dir}/slurm-%j.out
+{part}
+head=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
+srun torchrun --nnodes {nodes} --nproc-per-node {gpus_per_node} \\
+    --rdzv-backend c10d --rdzv-endpoint "$head:29500" --rdzv-id "$SLURM_JOB_ID" \\
+    -m condsim.cli {cmd}
+"""
