@@ -116,3 +116,22 @@ def test_trained_combiner_learns_a_conditional_rule(tmp_path):
         trained = comb(torch.from_numpy(img[trip[:, 0]]), torch.from_numpy(text[trip[:, 1]]))
     baseline = img[trip[:, 0]] + text[trip[:, 1]]
     assert r1(trained.numpy()) > r1(baseline) + 0.2
+
+
+def test_genecis_baselines_follow_their_formulas():
+    from PIL import Image
+
+    ims = [Image.new("RGB", (70, 64), (200, 30, 30)), Image.new("RGB", (64, 64), (0, 90, 200))]
+    conds = ["Bags", "a red bag"]
+    both = create_model("test/tiny-clip", device="cpu")
+    img_only = create_model("combine:image-only/test/tiny-clip", device="cpu")
+    txt_only = create_model("combine:text-only/test/tiny-clip", device="cpu")
+    with torch.inference_mode():
+        i = both.encode_targets(ims)
+        t = both.encode_texts(conds)
+    n = torch.nn.functional.normalize
+    assert torch.allclose(img_only.encode_queries(ims, conds), i, atol=1e-6)
+    assert torch.allclose(txt_only.encode_queries(ims, conds), t, atol=1e-6)
+    assert torch.allclose(both.encode_queries(ims, conds), n(n(i, dim=1) + n(t, dim=1), dim=1),
+                          atol=1e-6)
+    assert img_only.meta.cache_id != both.meta.cache_id != txt_only.meta.cache_id
