@@ -30,6 +30,7 @@ from condsim.metrics.recall import weighted_mean_std
 from condsim.paths import default_cache_dir
 from condsim.progress import ProgressFactory, no_progress
 from condsim.registry import register_benchmark
+from condsim.results.failures import collect_failures, parquet_ref
 from condsim.results.run_result import RunResult
 from condsim.results.yaml_card import lrvsf_model_index, write_yaml
 from condsim.search.exact import DistractorDraws, fold_rank_counts
@@ -186,7 +187,7 @@ class LRVSFBenchmark:
                 "skipped"
             )
         queries, targets = cache.read(q_rows), cache.read(t_rows)
-        failures = product_failures(queries, targets, products.conditions)
+        failures = product_failures(queries, targets, products.conditions, cfg.data_root)
 
         n_total = data.count_distractors(cfg.data_root, cfg.dist_img_col)
         bar = progress("encode distractors", n_total)
@@ -276,24 +277,22 @@ register_benchmark("lrvsf")(LRVSFBenchmark)
 
 
 def product_failures(
-    queries: np.ndarray, targets: np.ndarray, conditions: Sequence[str], limit: int = 12
+    queries: np.ndarray, targets: np.ndarray, conditions: Sequence[str],
+    data_root: str | Path, limit: int = 12,
 ) -> list[dict[str, Any]]:
-    """Queries whose own target is not first among *all products' targets* (no distractors):
-    up to ``limit`` of them (in product order) with the 3 wrong targets ranked highest. Rows
-    refer to ``products.parquet`` (query = COMPLEX_IMG, others = SIMPLE_IMG)."""
-    scores = queries @ targets.T
-    own = np.diag(scores)
-    out = []
-    for i in range(len(own)):
-        above = np.flatnonzero(scores[i] > own[i])
-        if above.size == 0:
-            continue
-        top = above[np.argsort(-scores[i, above], kind="stable")[:3]]
-        out.append({"query_row": i, "condition": conditions[i], "target_row": i,
-                    "rank": int(above.size) + 1, "top_rows": top.tolist()})
-        if len(out) >= limit:
-            break
-    return out
+    """Failure cases for the report (:func:`condsim.results.failures.collect_failures`):
+    queries whose own target is not strictly first among *all products' targets* (no
+    distractors), up to ``limit`` spread over the products, each with its 3 highest wrong
+    targets; images are rows of ``products.parquet`` (query = COMPLEX_IMG, others =
+    SIMPLE_IMG)."""
+    products = Path(data_root) / "products.parquet"
+    return collect_failures(
+        queries @ targets.T, np.arange(len(conditions)),
+        query_image=lambda i: parquet_ref(products, data.QUERY_COL, i),
+        condition=conditions,
+        candidate_image=lambda i, j: parquet_ref(products, data.TARGET_COL, j),
+        limit=limit,
+    )
 
 
 def model_card(result: RunResult, model_name: str | None = None) -> dict[str, Any]:

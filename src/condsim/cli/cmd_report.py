@@ -1,13 +1,11 @@
-"""``condsim report`` and ``condsim leaderboard``."""
+"""``condsim report`` and ``condsim leaderboard``: argument parsing only."""
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from condsim.cli.common import console
@@ -16,45 +14,52 @@ from condsim.cli.common import console
 def register(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typer) -> None:
     @app.command("report")
     def report(
-        runs: list[Path] = typer.Argument(..., help="Run directories (or folders of runs)."),
-        out: Path = typer.Option(Path("report/report.html"), "--out", help="HTML file."),
+        runs: list[Path] = typer.Argument(
+            ..., help="Run directories, results.json files or folders of runs."),
+        out: Path = typer.Option(Path("report/report.html"), "--out", help="HTML file; PNGs "
+                                 "and report.md are written beside it."),
+        reference: str = typer.Option(None, "--reference", help="Compare each benchmark's "
+                                      "runs with the run whose model/folder contains this "
+                                      "(default: the first run)."),
+        max_failures: int = typer.Option(6, "--max-failures", min=0,
+                                         help="Failure cases shown per run."),
     ) -> None:
-        """Self-contained HTML report (plots, comparison table with significance marks,
-        failure gallery) + PNG plots + report.md."""
+        """Self-contained HTML report: recall-vs-distractors curves, per-task bars, comparison
+        tables with significance marks, failure gallery; PNG plots and report.md beside it."""
         from condsim.results.report import build_report
 
-        written = build_report(runs, out)
-        console.print(f"wrote {written['html']} ({len(written) - 2} plots, report.md)")
+        written = build_report(runs, out, reference=reference, max_failures=max_failures)
+        n_plots = len(written) - 2
+        console.print(f"wrote {written['html']} ({n_plots} plot PNGs and "
+                      f"{written['markdown'].name} beside it)")
 
     @app.command("leaderboard")
     def leaderboard(
-        runs: list[Path] = typer.Argument(..., help="Run directories (or folders of runs)."),
-        sort: str = typer.Option("headline", help="Column to sort by."),
-        out: Path = typer.Option(None, "--out", help="Write .md, .csv or .json."),
+        runs: list[Path] = typer.Argument(
+            ..., help="Run directories, results.json files or folders of runs."),
+        sort: str = typer.Option("benchmark,value", "--sort", help="Comma-separated columns: "
+                                 "model, benchmark, metric, value, std, ci_low, ci_high, seed, "
+                                 "protocol, date, run (numbers and dates best/newest first)."),
+        reverse: bool = typer.Option(False, "--reverse", help="Flip the sort order."),
+        out: Path = typer.Option(None, "--out", help="Also write the table: .md, .csv or "
+                                 ".json."),
     ) -> None:
-        """Sortable table of runs: model, benchmark, headline ± interval, seed, protocol."""
-        from condsim.results.report import leaderboard_rows, load_runs
-        from condsim.results.run_result import atomic_write_text
+        """Sortable table of runs: model, benchmark, headline metric ± std or [CI], seed,
+        protocol version, date."""
+        from condsim.results.leaderboard import (
+            DISPLAY_HEADERS,
+            display_cells,
+            leaderboard_rows,
+            load_runs,
+            write_leaderboard,
+        )
 
-        rows = leaderboard_rows(load_runs(runs), sort)
+        rows = leaderboard_rows(load_runs(runs), sort, reverse)
         table = Table(title="condsim leaderboard")
-        for col in rows[0]:
-            table.add_column(col)
-        for r in rows:
-            table.add_row(*[str(v) for v in r.values()])
+        for h in DISPLAY_HEADERS:
+            table.add_column(h, justify="right" if h.startswith(("headline", "seed")) else "left")
+        for row in rows:
+            table.add_row(*[escape(c) for c in display_cells(row)])
         console.print(table)
         if out is not None:
-            if out.suffix == ".json":
-                text = json.dumps(rows, indent=2)
-            elif out.suffix == ".csv":
-                buf = io.StringIO()
-                w = csv.DictWriter(buf, fieldnames=list(rows[0]))
-                w.writeheader()
-                w.writerows(rows)
-                text = buf.getvalue()
-            else:
-                head = "| " + " | ".join(rows[0]) + " |"
-                text = "\n".join([head, "|" + "---|" * len(rows[0])] + [
-                    "| " + " | ".join(str(v) for v in r.values()) + " |" for r in rows]) + "\n"
-            atomic_write_text(out, text)
-            console.print(f"wrote {out}")
+            console.print(f"wrote {write_leaderboard(rows, out)}")

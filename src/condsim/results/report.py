@@ -1,8 +1,21 @@
-"""Reports: one self-contained HTML file (plots and thumbnails inlined), PNG plots beside it,
-and a markdown summary.
+"""Reports: ``condsim report RUN_DIR... --out report.html``.
 
-Each benchmark contributes through a *view* (:data:`VIEWS`): a plot function and table rows;
-new benchmarks register a view instead of adding branches here.
+Writes one self-contained HTML file (plots and image thumbnails inlined as base64 data URIs,
+inline CSS, no JavaScript, nothing fetched), the PNG of every plot next to it and
+``report.md`` (tables + image links, for papers and READMEs).
+
+Each benchmark is drawn by a :class:`View` found in a registry (:func:`register_view`,
+:func:`view_for`), never by branching on benchmark names: a view turns runs into comparison
+columns (:class:`Estimate`), plot specifications (:mod:`condsim.results.plots`) and failure
+cases (:mod:`condsim.results.failures`). Built in: LRVS-F (recall@K vs distractors curves,
+bands = mean ± std over folds), a per-task view for GeneCIS and every benchmark whose
+``metrics["tasks"][task]`` hold ``recall``/``per_query`` (CIRR, MIT-States, ... when they
+follow GeneCIS' layout), and a headline-only fallback.
+
+Significance vs a reference run (the first run of each benchmark, or ``reference=``): a
+paired bootstrap over the same queries when per-query values are stored, paired per-fold
+differences when two LRVS-F runs share folds and distractor draws, otherwise whether the two
+95% intervals overlap. Every table says which one it used.
 """
 
 from __future__ import annotations
@@ -10,288 +23,803 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 import logging
+import math
+import os
+import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import resources
 from pathlib import Path
+from string import Template
 from typing import Any
 
 import numpy as np
 
 from condsim.errors import DataError
-from condsim.results.run_result import RunResult, atomic_write_text, load_result
+from condsim.results import failures as fail
+from condsim.results.leaderboard import (
+    DISPLAY_HEADERS,
+    Run,
+    display_cells,
+    headline_value,
+    leaderboard_rows,
+    load_runs,
+)
+from condsim.results.markdown import md_table
+from condsim.results.plots import BarPlot, CurvePlot, Plot, Series, render_png
+from condsim.results.run_result import atomic_write_text
 
 logger = logging.getLogger(__name__)
+
+Z95 = 1.959963984540054
+N_RESAMPLES = 2000
+DEFAULT_MAX_FAILURES = 6
+THUMB_SIZE = 112
+
+__all__ = [
+    "Comparison", "Estimate", "View", "VIEWS", "build_report", "compare", "load_runs",
+    "register_view", "view_for",
+]
+
+
+# --- estimates and comparisons ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class Estimate:
+    """One number of one run (a fraction), its shown interval and what it pairs on.
+
+    ``interval`` is ``"std"`` (``low``/``high`` = mean ∓ std over folds), ``"ci"`` (a 95%
+    bootstrap CI) or ``"none"``. ``units`` are per-unit values (one array per stratum, e.g.
+    per task) of ``unit`` ``"query"`` or ``"fold"``; two estimates with equal ``pair_key``
+    were measured on the same units and can be compared pairwise.
+    """
+
+    value: float
+    low: float
+    high: float
+    interval: str
+    unit: str = ""
+    units: tuple[np.ndarray, ...] = ()
+    pair_key: Any = None
+
+    def text(self) -> str:
+        """Percent text: ``"74.49 ± 1.23"``, ``"41.2 [38.1, 44.3]"`` or ``"12.00"``."""
+        v = self.value * 100
+        if self.interval == "std":
+            return f"{v:.2f} ± {(self.high - self.low) * 50:.2f}"
+        if self.interval == "ci":
+            return f"{v:.2f} [{self.low * 100:.2f}, {self.high * 100:.2f}]"
+        return f"{v:.2f}"
+
+    def interval95(self) -> tuple[float, float]:
+        """A 95% interval: the CI, or mean ± 1.96 std for fold spreads (LRVS-F folds are
+        bootstrap replicates, so their std estimates the standard error)."""
+        if self.interval == "std":
+            half = (self.high - self.low) / 2 * Z95
+            return self.value - half, self.value + half
+        return self.low, self.high
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """``other - reference`` with a 95% interval (NaN for the overlap test) and a verdict:
+    ``+1`` significantly higher, ``-1`` lower, ``0`` not significant."""
+
+    diff: float
+    low: float
+    high: float
+    method: str
+    verdict: int
+
+    def mark(self) -> str:
+        sign = {1: "▲", -1: "▼"}.get(self.verdict, "")
+        return sign + ("†" if sign and self.method == "ci-overlap" else "")
+
+    def text(self) -> str:
+        if math.isnan(self.low):
+            return f"{self.diff * 100:+.2f}"
+        return f"{self.diff * 100:+.2f} [{self.low * 100:+.2f}, {self.high * 100:+.2f}]"
+
+
+METHODS = {
+    "paired-bootstrap": "paired bootstrap over the same queries "
+    f"(condsim.metrics.bootstrap.paired_bootstrap, {N_RESAMPLES} resamples, seed 0): the 95% "
+    "CI of the difference excludes 0",
+    "stratified-paired-bootstrap": "paired bootstrap of the task-averaged difference, each "
+    f"task's queries resampled independently ({N_RESAMPLES} resamples, seed 0): the 95% CI "
+    "excludes 0",
+    "paired-folds": "paired per-fold differences (same folds and distractor draws; folds are "
+    "bootstrap replicates): mean ± 1.96 sd of the differences excludes 0",
+    "ci-overlap": "† no paired values (different queries, folds, seeds or data): the two 95% "
+    "intervals do not overlap (conservative)",
+}
+
+
+def _verdict(low: float, high: float) -> int:
+    return 1 if low > 0 else -1 if high < 0 else 0
+
+
+def _paired_queries(ref: Estimate, other: Estimate) -> Comparison:
+    from condsim.metrics.bootstrap import _resampled_means, paired_bootstrap
+
+    if len(ref.units) == 1:
+        t = paired_bootstrap(ref.units[0], other.units[0], n_resamples=N_RESAMPLES, seed=0)
+        return Comparison(t.diff, t.low, t.high, "paired-bootstrap", _verdict(t.low, t.high))
+    diffs = [np.asarray(b, np.float64) - np.asarray(a, np.float64)
+             for a, b in zip(ref.units, other.units, strict=True)]
+    means = np.mean([_resampled_means(d, N_RESAMPLES, 101 * i) for i, d in enumerate(diffs)],
+                    axis=0)
+    low, high = np.quantile(means, [0.025, 0.975])
+    diff = float(np.mean([d.mean() for d in diffs]))
+    return Comparison(diff, float(low), float(high), "stratified-paired-bootstrap",
+                      _verdict(low, high))
+
+
+def _paired_folds(ref: Estimate, other: Estimate) -> Comparison:
+    d = np.asarray(other.units[0], np.float64) - np.asarray(ref.units[0], np.float64)
+    if d.size < 2:
+        return _ci_overlap(ref, other)
+    diff, half = float(d.mean()), Z95 * float(d.std(ddof=1))
+    return Comparison(diff, diff - half, diff + half, "paired-folds",
+                      _verdict(diff - half, diff + half))
+
+
+def _ci_overlap(ref: Estimate, other: Estimate) -> Comparison:
+    (a_lo, a_hi), (b_lo, b_hi) = ref.interval95(), other.interval95()
+    verdict = 1 if b_lo > a_hi else -1 if b_hi < a_lo else 0
+    return Comparison(other.value - ref.value, math.nan, math.nan, "ci-overlap", verdict)
+
+
+PAIRED_TESTS: dict[str, Callable[[Estimate, Estimate], Comparison]] = {
+    "query": _paired_queries,
+    "fold": _paired_folds,
+}
+
+
+def _same_units(a: Estimate, b: Estimate) -> bool:
+    return (a.unit == b.unit and a.unit in PAIRED_TESTS and a.pair_key is not None
+            and a.pair_key == b.pair_key and len(a.units) == len(b.units)
+            and all(len(x) == len(y) for x, y in zip(a.units, b.units, strict=True)))
+
+
+def compare(ref: Estimate, other: Estimate) -> Comparison | None:
+    """``other`` vs ``ref``: a paired test when both hold values of the same units, else the
+    overlap of their 95% intervals; ``None`` when neither has an interval."""
+    if _same_units(ref, other):
+        return PAIRED_TESTS[ref.unit](ref, other)
+    if ref.interval == "none" or other.interval == "none":
+        return None
+    return _ci_overlap(ref, other)
+
+
+# --- views -----------------------------------------------------------------------------------
+
+
+def _no_failures(run: Run, case: dict[str, Any]) -> dict[str, Any] | None:
+    return None
 
 
 @dataclass(frozen=True)
 class View:
-    """How a benchmark's runs are drawn: ``plot(runs, ax_factory) -> list of (title, png)``."""
+    """How one benchmark's runs appear in a report.
 
-    plot: Callable[[list[RunResult]], list[tuple[str, bytes]]]
-    failures: Callable[[RunResult], list[dict[str, Any]]]
+    ``columns(run)``: ordered comparison-table columns ``{title: Estimate}``;
+    ``plots(runs)``: plot specifications; ``legacy_failure(run, case)``: converts a failure
+    stored by an older condsim into a :data:`~condsim.results.failures.FAILURES_SCHEMA` case
+    (or ``None``); ``accepts(run)``: whether an unregistered benchmark fits this view.
+    """
 
-
-def _fig_png(fig: Any) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return buf.getvalue()
-
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
+    title: str
+    columns: Callable[[Run], dict[str, Estimate]]
+    plots: Callable[[list[Run]], list[Plot]]
+    accepts: Callable[[Run], bool] = lambda run: False
+    legacy_failure: Callable[[Run, dict[str, Any]], dict[str, Any] | None] = _no_failures
+    notes: str = ""
 
 
-def _lrvsf_plots(runs: list[RunResult]) -> list[tuple[str, bytes]]:
-    """Recall@K vs number of distractors, mean ± std band over folds, one line per model."""
-    plt = _pyplot()
-    out = []
-    for k in ("1", "10"):
-        fig, ax = plt.subplots(figsize=(6.4, 4))
+VIEWS: dict[str, View] = {}
+FALLBACK_VIEWS: list[View] = []
+
+
+def register_view(benchmark: str | None, view: View) -> View:
+    """Register ``view`` for ``benchmark``; with ``None`` it becomes a fallback tried (in
+    registration order) for benchmarks without their own view."""
+    if benchmark is None:
+        FALLBACK_VIEWS.append(view)
+    else:
+        VIEWS[benchmark] = view
+    return view
+
+
+def view_for(run: Run) -> View:
+    """The registered view of ``run``'s benchmark, else the first fallback accepting it."""
+    view = VIEWS.get(run.result.benchmark)
+    if view is not None:
+        return view
+    for candidate in FALLBACK_VIEWS:
+        if candidate.accepts(run):
+            return candidate
+    raise DataError(f"{run.path}: no report view for benchmark {run.result.benchmark!r}")
+
+
+def _bad_metrics(run: Run, exc: Exception) -> DataError:
+    return DataError(
+        f"{run.path}: {run.result.benchmark} results lack the metrics the report needs "
+        f"({type(exc).__name__}: {exc}); was it written by an older or newer condsim?")
+
+
+def _columns(view: View, run: Run) -> dict[str, Estimate]:
+    try:
+        return view.columns(run)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+        raise _bad_metrics(run, exc) from exc
+
+
+def _pct(values: Sequence[float]) -> tuple[float, ...]:
+    return tuple(float(v) * 100 for v in values)
+
+
+def _short(n: int) -> str:
+    for div, suffix in ((1_000_000, "M"), (1_000, "K")):
+        if n >= div and n % (div // 10) == 0:
+            return f"{n / div:g}{suffix}"
+    return str(n)
+
+
+# LRVS-F ------------------------------------------------------------------------------------
+
+
+def _lrvsf_ns(run: Run) -> list[int]:
+    return sorted(int(n) for n in run.result.metrics["recall"])
+
+
+def _lrvsf_ks(run: Run) -> list[str]:
+    ks = run.result.protocol.get("ks")
+    if ks:
+        return [str(k) for k in ks]
+    first = run.result.metrics["recall"][str(_lrvsf_ns(run)[0])]
+    return sorted(first, key=int)
+
+
+def _lrvsf_estimate(run: Run, n: int, k: str) -> Estimate:
+    r = run.result
+    cell = r.metrics["recall"][str(n)][k]
+    mean, std = float(cell["mean"]), float(cell["std"])
+    p, cfg = r.protocol, r.extra.get("config", {})
+    key = ("lrvsf", cfg.get("data_root"), p.get("folds"), p.get("n_folds"), p.get("fold_size"),
+           r.seed, tuple(p.get("n_dists", ())), p.get("n_distractors_available"), n)
+    folds = cell.get("folds")
+    return Estimate(mean, mean - std, mean + std, "std", "fold" if folds else "",
+                    (np.asarray(folds, np.float64),) if folds else (), key if folds else None)
+
+
+def _lrvsf_columns(run: Run) -> dict[str, Estimate]:
+    ns, ks = _lrvsf_ns(run), _lrvsf_ks(run)
+    top = ns[-1]
+    cols = {f"R@{k} +{_short(top)}": _lrvsf_estimate(run, top, k) for k in ks}
+    for n in reversed(ns[:-1]):
+        cols[f"R@{ks[0]} +{_short(n)}"] = _lrvsf_estimate(run, n, ks[0])
+    return cols
+
+
+def _lrvsf_plots(runs: list[Run]) -> list[Plot]:
+    """One figure per K: recall@K (%) vs distractors, band = mean ± std over folds."""
+    ks = list(dict.fromkeys(k for run in runs for k in _lrvsf_ks(run)))
+    plots: list[Plot] = []
+    for k in ks:
+        series = []
         for run in runs:
-            ns = sorted(int(n) for n in run.metrics["recall"])
-            if k not in run.metrics["recall"][str(ns[0])]:
+            ns = [n for n in _lrvsf_ns(run) if k in run.result.metrics["recall"][str(n)]]
+            if not ns:
                 continue
-            mean = np.array([run.metrics["recall"][str(n)][k]["mean"] for n in ns]) * 100
-            std = np.array([run.metrics["recall"][str(n)][k]["std"] for n in ns]) * 100
-            ax.plot(ns, mean, marker="o", label=run.model["name"])
-            ax.fill_between(ns, mean - std, mean + std, alpha=0.2)
-        ax.set_xscale("log")
-        ax.set_xlabel("distractors in the gallery")
-        ax.set_ylabel(f"R@{k} (%)")
-        ax.set_title(f"LRVS-F: R@{k} vs distractors (band: ± std over folds)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-        out.append((f"lrvsf_recall_at_{k}", _fig_png(fig)))
-    return out
+            cells = [run.result.metrics["recall"][str(n)][k] for n in ns]
+            mean = np.array([c["mean"] for c in cells])
+            std = np.array([c["std"] for c in cells])
+            series.append(Series(run.label, _pct(mean), _pct(mean - std), _pct(mean + std),
+                                 tuple(float(n) for n in ns)))
+        n_folds = {run.result.protocol.get("n_folds") for run in runs}
+        folds = f"{n_folds.pop()} folds" if len(n_folds) == 1 else "folds"
+        plots.append(CurvePlot(
+            name=f"lrvsf_recall_at_{k}", title=f"LRVS-F: R@{k} vs gallery distractors",
+            xlabel="distractors added to the gallery", ylabel=f"R@{k} (%)",
+            series=tuple(series), band=f"band: mean ± std over {folds}"))
+    return plots
 
 
-def _genecis_plots(runs: list[RunResult]) -> list[tuple[str, bytes]]:
-    """Per-task R@1 bars with 95% bootstrap CIs, one bar group per task."""
-    plt = _pyplot()
-    tasks = list(dict.fromkeys(t for r in runs for t in r.metrics["tasks"]))
-    fig, ax = plt.subplots(figsize=(7, 4))
-    width = 0.8 / max(1, len(runs))
-    x = np.arange(len(tasks))
-    for i, run in enumerate(runs):
-        rec = [run.metrics["tasks"].get(t, {}).get("recall", {}).get("1") for t in tasks]
-        mean = np.array([r["mean"] * 100 if r else np.nan for r in rec])
-        lo = np.array([(r["mean"] - r["ci_low"]) * 100 if r else 0 for r in rec])
-        hi = np.array([(r["ci_high"] - r["mean"]) * 100 if r else 0 for r in rec])
-        ax.bar(x + i * width, mean, width, yerr=[lo, hi], capsize=3, label=run.model["name"])
-    ax.set_xticks(x + width * (len(runs) - 1) / 2, tasks, rotation=15, fontsize=8)
-    ax.set_ylabel("R@1 (%)")
-    ax.set_title("GeneCIS: R@1 per task (95% bootstrap CI)")
-    ax.legend(fontsize=7)
-    ax.grid(axis="y", alpha=0.3)
-    return [("genecis_recall_at_1", _fig_png(fig))]
+def _lrvsf_legacy_failure(run: Run, case: dict[str, Any]) -> dict[str, Any] | None:
+    """Failures stored by condsim <= 0.1 (rows of products.parquet)."""
+    if "query_row" not in case:
+        return None
+    products = Path(run.result.extra.get("config", {}).get("data_root", "")) / "products.parquet"
+    return {"schema": fail.FAILURES_SCHEMA, "group": None, "query_id": case["query_row"],
+            "query": {"image": fail.parquet_ref(products, "COMPLEX_IMG", case["query_row"]),
+                      "condition": case.get("condition", "")},
+            "target": fail.parquet_ref(products, "SIMPLE_IMG", case["target_row"]),
+            "target_rank": case.get("rank"), "gallery_size": None,
+            "top": [{"image": fail.parquet_ref(products, "SIMPLE_IMG", r), "score": None}
+                    for r in case.get("top_rows", [])]}
 
 
-def _thumb(image: Any, size: int = 96) -> str:
-    from condsim.data.images import decode_image
-
-    img = decode_image(image).copy()
-    img.thumbnail((size, size))
-    buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=80)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+register_view("lrvsf", View(
+    title="LRVS-Fashion", columns=_lrvsf_columns, plots=_lrvsf_plots,
+    legacy_failure=_lrvsf_legacy_failure,
+    notes="Recall@K over the 20 bootstrap folds of products (mean ± std, ddof = 1) for each "
+    "number of distractors drawn into the gallery. Failures are ranked among the products' "
+    "own targets (no distractors)."))
 
 
-def _lrvsf_failures(run: RunResult) -> list[dict[str, Any]]:
-    import pyarrow.parquet as pq
+# Per-task benchmarks (GeneCIS layout) ------------------------------------------------------
 
-    fails = run.extra.get("failures") or []
-    root = Path(run.extra.get("config", {}).get("data_root", ""))
-    if not fails or not (root / "products.parquet").is_file():
+
+def _tasks(run: Run) -> dict[str, Any]:
+    return run.result.metrics["tasks"]
+
+
+def _task_estimate(run: Run, task: str, k: str = "1") -> Estimate:
+    m = _tasks(run)[task]
+    r = m["recall"][k]
+    per_query = m.get("per_query", {}).get(k)
+    units = (np.asarray(per_query, np.float64),) if per_query is not None else ()
+    key = (run.result.benchmark, task, tuple(m.get("query_ids") or ())) if units else None
+    return Estimate(float(r["mean"]), float(r["ci_low"]), float(r["ci_high"]), "ci",
+                    "query" if units else "", units, key)
+
+
+def _average_estimate(run: Run) -> Estimate:
+    tasks = [_task_estimate(run, t) for t in _tasks(run)]
+    avg = run.result.metrics.get("average_recall_at_1") or run.result.headline
+    value = headline_value(avg, str(run.path))
+    paired = all(t.units for t in tasks)
+    return Estimate(
+        value, float(avg.get("ci_low", value)), float(avg.get("ci_high", value)),
+        "ci" if "ci_low" in avg else "none", "query" if paired else "",
+        tuple(t.units[0] for t in tasks) if paired else (),
+        tuple(t.pair_key for t in tasks) if paired else None)
+
+
+def _task_columns(run: Run) -> dict[str, Estimate]:
+    cols = {f"R@1 {task}": _task_estimate(run, task) for task in _tasks(run)}
+    cols["average R@1"] = _average_estimate(run)
+    return cols
+
+
+def _task_plots(runs: list[Run]) -> list[Plot]:
+    """R@1 per task (and the average) with 95% bootstrap CIs; dashed marks = chance."""
+    tasks = list(dict.fromkeys(t for run in runs for t in _tasks(run)))
+    series = []
+    for run in runs:
+        ests = [_task_estimate(run, t) if t in _tasks(run) else None for t in tasks]
+        ests.append(_average_estimate(run))
+        series.append(Series(
+            run.label, _pct([e.value if e else math.nan for e in ests]),
+            _pct([e.low if e else math.nan for e in ests]),
+            _pct([e.high if e else math.nan for e in ests])))
+    chance = []
+    for t in tasks:
+        values = [_tasks(r)[t].get("chance_recall_at_1") for r in runs if t in _tasks(r)]
+        values = [v for v in values if v is not None]
+        chance.append(float(values[0]) * 100 if values else math.nan)
+    finite = [c for c in chance if math.isfinite(c)]
+    chance.append(float(np.mean(finite)) if len(finite) == len(tasks) else math.nan)
+    bench = runs[0].result.benchmark
+    title = VIEWS[bench].title if bench in VIEWS else bench
+    return [BarPlot(name=f"{bench}_recall_at_1", title=f"{title}: R@1 per task",
+                    ylabel="R@1 (%)", groups=(*tasks, "average"), series=tuple(series),
+                    interval="error bars: 95% bootstrap CI over queries",
+                    reference=tuple(chance))]
+
+
+def _file_ref(d: dict[str, Any]) -> dict[str, Any]:
+    return {"kind": "file", "path": d["path"], "bbox": d.get("bbox"),
+            "crop_mode": d.get("crop_mode")}
+
+
+def _task_legacy_failure(run: Run, case: dict[str, Any]) -> dict[str, Any] | None:
+    """Failures stored by ``genecis._failures`` (image paths with optional boxes)."""
+    if "reference" not in case:
+        return None
+    return {"schema": fail.FAILURES_SCHEMA, "group": case.get("task"),
+            "query_id": case.get("query_index"),
+            "query": {"image": _file_ref(case["reference"]),
+                      "condition": case.get("condition", "")},
+            "target": _file_ref(case["target"]), "target_rank": None, "gallery_size": None,
+            "top": [{"image": _file_ref(t), "score": None} for t in case.get("top", [])]}
+
+
+def _has_tasks(run: Run) -> bool:
+    tasks = run.result.metrics.get("tasks")
+    return isinstance(tasks, dict) and bool(tasks) and all(
+        isinstance(m, dict) and "1" in m.get("recall", {}) for m in tasks.values())
+
+
+TASK_VIEW = View(
+    title="per-task retrieval", columns=_task_columns, plots=_task_plots, accepts=_has_tasks,
+    legacy_failure=_task_legacy_failure,
+    notes="R@K per task: tie-safe expected recall over each query's own gallery, 95% "
+    "percentile bootstrap CI over queries; average = mean of the task R@1s.")
+
+register_view("genecis", View(
+    title="GeneCIS", columns=_task_columns, plots=_task_plots,
+    legacy_failure=_task_legacy_failure, notes=TASK_VIEW.notes))
+register_view(None, TASK_VIEW)
+
+
+# Any benchmark reporting {"mean", "ci_low", "ci_high"} leaves (CIRR, CIRCO, FashionIQ, ...)
+
+
+MAX_CI_COLUMNS = 16
+FAMILY_NAMES = {"recall": "R", "recall_subset": "Rsubset", "map": "mAP"}
+SKIP_KEYS = {"per_query", "query_ids"}
+
+
+def _ci_leaves(node: Any, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], dict]]:
+    """``(path, {"mean", "ci_low", "ci_high"})`` of every interval in ``metrics``, in order."""
+    if not isinstance(node, dict):
         return []
-    from condsim.data.lrvsf import binary_values
-
-    table = pq.read_table(root / "products.parquet", columns=["COMPLEX_IMG", "SIMPLE_IMG"])
-    complex_ = binary_values(table.column("COMPLEX_IMG"), "COMPLEX_IMG")
-    simple = binary_values(table.column("SIMPLE_IMG"), "SIMPLE_IMG")
-    return [{"query": _thumb(complex_[f["query_row"]]), "condition": f["condition"],
-             "wrong": [_thumb(simple[r]) for r in f["top_rows"]],
-             "target": _thumb(simple[f["target_row"]]),
-             "note": f"target rank {f['rank']} among the products' targets"} for f in fails]
+    if {"mean", "ci_low", "ci_high"} <= set(node):
+        return [(path, node)]
+    return [leaf for k, v in node.items() if k not in SKIP_KEYS
+            for leaf in _ci_leaves(v, (*path, str(k)))]
 
 
-def _genecis_failures(run: RunResult) -> list[dict[str, Any]]:
-    from condsim.data.crops import ImageRef
-
-    def ref(d: dict[str, Any]) -> ImageRef:
-        return ImageRef(d["path"], tuple(d["bbox"]) if d["bbox"] else None, d["crop_mode"])
-
-    out = []
-    for f in run.extra.get("failures") or []:
-        try:
-            out.append({"query": _thumb(ref(f["reference"])), "condition": f["condition"],
-                        "wrong": [_thumb(ref(t)) for t in f["top"]],
-                        "target": _thumb(ref(f["target"])), "note": f["task"]})
-        except DataError as exc:  # images moved since the run
-            logger.warning("failure gallery: %s", exc)
-    return out
+def _leaf_title(path: tuple[str, ...]) -> str:
+    """``("recall", "1")`` -> ``"R@1"``; ``("categories", "dress", "recall", "10")`` ->
+    ``"dress R@10"``; ``("average_recall_at_10",)`` -> ``"average R@10"``."""
+    *head, last = path
+    if head and last.isdigit():
+        family = FAMILY_NAMES.get(head[-1], head[-1])
+        context = [p for p in head[:-1] if p not in ("categories", "tasks")]
+        return " ".join([*context, f"{family}@{last}"])
+    for family, short in sorted(FAMILY_NAMES.items(), key=lambda kv: -len(kv[0])):
+        if f"{family}_at_" in last:
+            prefix, k = last.split(f"{family}_at_", 1)
+            return " ".join([*head, f"{prefix.rstrip('_')} {short}@{k}".strip()])
+    return " ".join(path)
 
 
-VIEWS: dict[str, View] = {
-    "lrvsf": View(_lrvsf_plots, _lrvsf_failures),
-    "genecis": View(_genecis_plots, _genecis_failures),
-}
+def _ci_columns(run: Run) -> dict[str, Estimate]:
+    r = run.result
+    per_query = r.metrics.get("per_query") or {}
+    ids = r.metrics.get("query_ids")
+    cfg = r.extra.get("config", {})
+    data = ids if ids is not None else (cfg.get("root"), cfg.get("split"),
+                                        r.metrics.get("n_queries"))
+    cols: dict[str, Estimate] = {}
+    for path, leaf in _ci_leaves(r.metrics)[:MAX_CI_COLUMNS]:
+        values = per_query.get("_at_".join(path)) if len(path) == 2 else None
+        units = (np.asarray(values, np.float64),) if values is not None else ()
+        key = (r.benchmark, path, tuple(data) if isinstance(data, list) else data)
+        cols[_leaf_title(path)] = Estimate(
+            float(leaf["mean"]), float(leaf["ci_low"]), float(leaf["ci_high"]), "ci",
+            "query" if units else "", units, key if units else None)
+    return cols
 
 
-def load_runs(paths: Sequence[str | Path]) -> list[RunResult]:
-    """Load every ``results.json`` (a run dir or a folder of run dirs)."""
-    runs = []
-    for p in map(Path, paths):
-        if (p / "results.json").is_file() or p.suffix == ".json":
-            runs.append(load_result(p))
-        elif p.is_dir():
-            found = sorted(p.glob("*/results.json"))
-            if not found:
-                raise DataError(f"{p}: no results.json in it or in its sub-folders")
-            runs += [load_result(f) for f in found]
-        else:
-            raise DataError(f"{p}: no such run directory")
-    if not runs:
-        raise DataError("no runs given")
-    return runs
+def _ci_plots(runs: list[Run]) -> list[Plot]:
+    """Every interval metric as a bar group (one bar per run) with its 95% CI."""
+    cols = [_ci_columns(run) for run in runs]
+    groups = list(dict.fromkeys(t for c in cols for t in c))
+    series = tuple(Series(
+        run.label, _pct([c[g].value if g in c else math.nan for g in groups]),
+        _pct([c[g].low if g in c else math.nan for g in groups]),
+        _pct([c[g].high if g in c else math.nan for g in groups]))
+        for run, c in zip(runs, cols, strict=True))
+    bench = runs[0].result.benchmark
+    return [BarPlot(name=f"{bench}_metrics", title=f"{bench}: metrics with 95% CIs",
+                    ylabel="%", groups=tuple(groups), series=series,
+                    interval="error bars: 95% bootstrap CI over queries")]
 
 
-def _headline(run: RunResult) -> str:
-    h = run.headline
+CI_VIEW = register_view(None, View(
+    title="", columns=_ci_columns, plots=_ci_plots,
+    accepts=lambda run: bool(_ci_leaves(run.result.metrics)),
+    notes="Every metric the run reports with a 95% bootstrap CI over queries."))
+
+
+# Any benchmark: the headline alone ---------------------------------------------------------
+
+
+def _headline_estimate(run: Run) -> Estimate:
+    h = run.result.headline
+    v = headline_value(h, str(run.path))
     if "ci_low" in h:
-        return f"{h['value' if 'value' in h else 'mean'] * 100:.2f} [{h['ci_low'] * 100:.2f}, " \
-               f"{h['ci_high'] * 100:.2f}]"
-    return f"{h.get('value', h.get('mean', float('nan'))) * 100:.2f} ± {h.get('std', 0) * 100:.2f}"
+        return Estimate(v, float(h["ci_low"]), float(h["ci_high"]), "ci")
+    if "std" in h:
+        return Estimate(v, v - float(h["std"]), v + float(h["std"]), "std")
+    return Estimate(v, v, v, "none")
 
 
-def comparison_rows(runs: list[RunResult]) -> list[dict[str, str]]:
-    """Per benchmark, each run against the first run of that benchmark: paired bootstrap on
-    per-query values (GeneCIS) or on per-fold values (LRVS-F, same folds and draws);
-    ``*`` marks a 95% CI of the difference that excludes 0."""
-    from condsim.metrics.bootstrap import paired_bootstrap
+register_view(None, View(
+    title="", columns=lambda run: {run.result.headline.get("name", "headline"):
+                                   _headline_estimate(run)},
+    plots=lambda runs: [], accepts=lambda run: True,
+    notes="No view is registered for this benchmark: headline metric only."))
 
-    rows = []
-    by_bench: dict[str, list[RunResult]] = {}
-    for r in runs:
-        by_bench.setdefault(r.benchmark, []).append(r)
-    for bench, group in by_bench.items():
-        base = group[0]
-        for r in group:
-            diff = ""
+
+# --- report assembly -------------------------------------------------------------------------
+
+
+@dataclass
+class ComparisonTable:
+    """One benchmark's comparison: rows of cells ``(estimate text, comparison or None)``."""
+
+    columns: list[str]
+    rows: list[tuple[Run, list[tuple[Estimate | None, Comparison | None]]]]
+    reference: Run
+    methods: set[str] = field(default_factory=set)
+
+
+def comparison_table(runs: list[Run], view: View, reference: str | None = None
+                     ) -> ComparisonTable:
+    """Columns of every run of one benchmark, each compared with the reference run: the one
+    whose label or run folder contains ``reference`` (default: the first run)."""
+    ref = runs[0]
+    if reference:
+        matches = [r for r in runs if reference in r.label or reference in str(r.path.parent)]
+        ref = matches[0] if matches else ref
+    cols = {id(r): _columns(view, r) for r in runs}
+    titles = list(dict.fromkeys(t for r in runs for t in cols[id(r)]))
+    table = ComparisonTable(titles, [], ref)
+    for run in runs:
+        cells: list[tuple[Estimate | None, Comparison | None]] = []
+        for t in titles:
+            est, base = cols[id(run)].get(t), cols[id(ref)].get(t)
+            comp = compare(base, est) if est and base and run is not ref else None
+            if comp:
+                table.methods.add(comp.method)
+            cells.append((est, comp))
+        table.rows.append((run, cells))
+    return table
+
+
+def _esc(text: Any) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _png_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _write_bytes(path: Path, data: bytes) -> Path:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+class Thumbnails:
+    """Data-URI JPEG thumbnails of failure refs, each image decoded once per report."""
+
+    def __init__(self, size: int = THUMB_SIZE) -> None:
+        self.size = size
+        self._memo: dict[str, str | None] = {}
+        self.missing = 0
+
+    def __call__(self, ref: dict[str, Any]) -> str | None:
+        key = json.dumps(ref, sort_keys=True)
+        if key not in self._memo:
             try:
-                a, b = _paired_values(base, r)
-                if r is not base and len(a) == len(b) and len(a) > 1:
-                    t = paired_bootstrap(a, b, seed=0, n_resamples=1000)
-                    mark = "*" if (t.low > 0 or t.high < 0) else ""
-                    diff = f"{t.diff * 100:+.2f}{mark} [{t.low * 100:+.2f}, {t.high * 100:+.2f}]"
-            except (KeyError, ValueError):
-                diff = "n/a"
-            rows.append({"benchmark": bench, "model": r.model["name"],
-                         "headline": f"{r.headline['name']}: {_headline(r)}",
-                         "vs first": diff or ("baseline" if r is base else "")})
-    return rows
+                img = fail.thumbnail(ref, self.size)
+                buf = io.BytesIO()
+                img.save(buf, format="JPEG", quality=82)
+                self._memo[key] = ("data:image/jpeg;base64,"
+                                   + base64.b64encode(buf.getvalue()).decode("ascii"))
+            except DataError as exc:  # data moved or deleted since the run
+                logger.warning("failure gallery: %s", exc)
+                self._memo[key] = None
+                self.missing += 1
+        return self._memo[key]
 
 
-def _paired_values(a: RunResult, b: RunResult) -> tuple[np.ndarray, np.ndarray]:
-    if a.benchmark == "genecis":
-        tasks = [t for t in a.metrics["tasks"] if t in b.metrics["tasks"]]
-        va = np.concatenate([a.metrics["tasks"][t]["per_query"]["1"] for t in tasks])
-        vb = np.concatenate([b.metrics["tasks"][t]["per_query"]["1"] for t in tasks])
-        return va, vb
-    n = a.headline["name"].split("|")[-1]
-    k = a.headline["name"].split("|")[0].split("_")[-1]
-    return (np.asarray(a.metrics["recall"][n][k]["folds"]),
-            np.asarray(b.metrics["recall"][n][k]["folds"]))
+def run_failures(run: Run, view: View) -> list[dict[str, Any]]:
+    """The run's recorded failure cases in :data:`FAILURES_SCHEMA` form (older layouts are
+    converted by the view; unreadable entries are skipped with a warning)."""
+    stored = run.result.extra.get("failures") or []
+    if not isinstance(stored, list):
+        logger.warning("%s: extra.failures is not a list; ignored", run.path)
+        return []
+    cases = []
+    for case in stored:
+        converted = case if fail.is_case(case) else view.legacy_failure(run, case)
+        if converted is None:
+            logger.warning("%s: failure entry of unknown layout ignored", run.path)
+            continue
+        cases.append(converted)
+    return cases
 
 
-def build_report(paths: Sequence[str | Path], out_html: str | Path) -> dict[str, Path]:
-    """Write ``out_html`` (self-contained), its PNG plots beside it and ``report.md``."""
+def _img(uri: str | None, cls: str, caption: str) -> str:
+    inner = (f'<img src="{uri}" alt="{_esc(caption)}">' if uri
+             else '<div class="missing">image unavailable</div>')
+    return f'<figure class="thumb {cls}">{inner}<figcaption>{_esc(caption)}</figcaption></figure>'
+
+
+def _case_html(case: dict[str, Any], thumbs: Thumbnails) -> str:
+    q = case["query"]
+    rank, size, ties = case.get("target_rank"), case.get("gallery_size"), case.get("n_ties")
+    where = ("true target ranked below the results shown" if not rank else
+             f"true target at rank {rank}" + (f" of {size}" if size else "")
+             + (f" (tied with {ties})" if ties else ""))
+    wrong = "".join(
+        _img(thumbs(t["image"]), "wrong",
+             f"#{i + 1}" + (f" · {t['score']:.3f}" if t.get("score") is not None else ""))
+        for i, t in enumerate(case.get("top", [])))
+    group = f'<span class="group">{_esc(case["group"])}</span> ' if case.get("group") else ""
+    return (f'<div class="case"><div class="case-head">{group}query '
+            f'{_esc(case.get("query_id", ""))} · {_esc(where)}</div>'
+            f'<div class="strip">{_img(thumbs(q["image"]), "query", "query")}'
+            f'<div class="cond">{_esc(q.get("condition", ""))}</div>'
+            f'<div class="arrow">→</div>{wrong}<div class="sep"></div>'
+            f'{_img(thumbs(case["target"]), "target", "true target")}</div></div>')
+
+
+def _gallery_html(runs: list[Run], view: View, thumbs: Thumbnails, max_failures: int) -> str:
+    parts = []
+    for run in runs:
+        cases = run_failures(run, view)
+        if not cases:
+            parts.append(f"<details><summary>{_esc(run.label)} <span class='note'>no failures "
+                         "recorded (none kept by the run, or it predates failure recording)"
+                         "</span></summary></details>")
+            continue
+        shown = cases[:max_failures]
+        parts.append(f"<details open><summary>{_esc(run.label)} <span class='note'>"
+                     f"{len(shown)} of {len(cases)} recorded failures</span></summary>"
+                     f"<div class='cases'>{''.join(_case_html(c, thumbs) for c in shown)}"
+                     "</div></details>")
+    return "".join(parts)
+
+
+def _table_html(table: ComparisonTable) -> str:
+    head = "".join(f"<th>{_esc(c)}</th>" for c in ["model", *table.columns])
+    body = []
+    for run, cells in table.rows:
+        is_ref = run is table.reference
+        tds = [f'<td class="model">{_esc(run.label)}'
+               + (' <span class="ref">reference</span>' if is_ref else "") + "</td>"]
+        for est, comp in cells:
+            if est is None:
+                tds.append("<td>–</td>")
+                continue
+            mark, sub, tip = "", "", ""
+            if comp is not None:
+                cls = {1: "up", -1: "down"}.get(comp.verdict, "ns")
+                mark = f' <span class="{cls}">{comp.mark()}</span>' if comp.mark() else ""
+                sub = f"<br><small>{_esc(comp.text())}</small>"
+                tip = f' title="{_esc(METHODS[comp.method])}"'
+            tds.append(f"<td{tip}>{_esc(est.text())}{mark}{sub}</td>")
+        body.append(f"<tr{' class=ref-row' if is_ref else ''}>{''.join(tds)}</tr>")
+    return f'<div class="scroll"><table class="cmp"><tr>{head}</tr>{"".join(body)}</table></div>'
+
+
+def _methods_html(table: ComparisonTable) -> str:
+    if not table.methods:
+        return ""
+    items = "".join(f"<li>{_esc(METHODS[m])}</li>" for m in sorted(table.methods))
+    return (f"<p class='note'>▲/▼: significantly higher/lower than "
+            f"<b>{_esc(table.reference.label)}</b> (reference); the small line is the "
+            f"difference in points with its 95% interval. Tests used:</p><ul class='note'>"
+            f"{items}</ul>")
+
+
+def _protocol_notes(runs: list[Run]) -> str:
+    keys = ("protocol_version", "conditioning", "folds", "n_distractors_available", "crop")
+    differ = [k for k in keys if len({json.dumps(r.result.protocol.get(k)) for r in runs}) > 1]
+    if not differ:
+        return ""
+    return (f"<p class='warn'>These runs differ in protocol ({_esc(', '.join(differ))}); "
+            "compare with care.</p>")
+
+
+def _markdown_table(table: ComparisonTable) -> str:
+    rows = []
+    for run, cells in table.rows:
+        row = [run.label + (" (reference)" if run is table.reference else "")]
+        for est, comp in cells:
+            text = est.text() if est else "–"
+            row.append(f"{text} {comp.mark()}".strip() if comp else text)
+        rows.append(row)
+    return md_table(["model", *table.columns], rows, ["l"] + ["r"] * len(table.columns))
+
+
+def _markdown(sections: list[tuple[str, str, ComparisonTable, list[str]]],
+              runs: list[Run]) -> str:
+    out = ["# condsim report", "",
+           f"{len(runs)} run(s); values in %. Intervals: ± std over folds (LRVS-F) or [95% "
+           "bootstrap CI] over queries.", ""]
+    for title, notes, table, pngs in sections:
+        out += [f"## {title}", "", notes, "", _markdown_table(table)]
+        if table.methods:
+            out += [f"▲/▼ = significantly higher/lower than {table.reference.label}; "
+                    + "; ".join(METHODS[m] for m in sorted(table.methods)) + ".", ""]
+        out += [f"![{Path(p).stem}]({p})" for p in pngs] + [""]
+    out += ["## Runs", "", md_table(DISPLAY_HEADERS,
+                                     [display_cells(r) for r in leaderboard_rows(runs)])]
+    return "\n".join(out)
+
+
+def build_report(
+    paths: Sequence[str | Path], out_html: str | Path, *, reference: str | None = None,
+    max_failures: int = DEFAULT_MAX_FAILURES, thumb_size: int = THUMB_SIZE,
+) -> dict[str, Path]:
+    """Write the report of the runs under ``paths``.
+
+    Returns the written files: ``"html"``, ``"markdown"`` (``report.md`` beside the HTML) and
+    one entry per plot (``<plot name>`` -> PNG beside the HTML). ``reference`` picks the run
+    each benchmark's others are compared with (substring of its label or folder);
+    ``max_failures`` bounds the gallery per run.
+    """
     runs = load_runs(paths)
     out_html = Path(out_html)
+    if out_html.suffix.lower() not in (".html", ".htm"):
+        raise DataError(f"--out {out_html}: the report is an HTML file (give a .html name)")
     out_dir = out_html.parent
     out_dir.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
-    sections = []
-    for bench in dict.fromkeys(r.benchmark for r in runs):
-        view = VIEWS.get(bench)
-        group = [r for r in runs if r.benchmark == bench]
-        if view is None:
-            logger.warning("no report view for benchmark %s; table only", bench)
-            continue
-        imgs = []
-        for name, png in view.plot(group):
-            path = out_dir / f"{name}.png"
-            tmp = path.with_suffix(".png.tmp")
-            tmp.write_bytes(png)
-            tmp.replace(path)
-            written[name] = path
-            imgs.append(f'<img alt="{name}" src="data:image/png;base64,'
-                        f'{base64.b64encode(png).decode()}">')
-        fails_html = []
-        for r in group:
-            for f in view.failures(r)[:6]:
-                wrong = "".join(f'<img class="t wrong" src="{w}">' for w in f["wrong"])
-                fails_html.append(
-                    f'<div class="fail"><div class="cap">{html.escape(r.model["name"])}: '
-                    f'{html.escape(f["note"])}</div><img class="t" src="{f["query"]}">'
-                    f'<span class="cond">{html.escape(f["condition"])}</span> &rarr; {wrong}'
-                    f' &nbsp;true: <img class="t ok" src="{f["target"]}"></div>')
-        sections.append(
-            f"<h2>{html.escape(bench)}</h2>{''.join(imgs)}<h3>Failure gallery</h3>"
-            + ("".join(fails_html) or "<p>no failures recorded</p>"))
-    rows = comparison_rows(runs)
-    table = "".join(
-        f"<tr><td>{html.escape(r['benchmark'])}</td><td>{html.escape(r['model'])}</td>"
-        f"<td>{html.escape(r['headline'])}</td><td>{html.escape(r['vs first'])}</td></tr>"
-        for r in rows)
-    page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>condsim report</title>
-<style>
-body {{ font-family: sans-serif; margin: 2em; max-width: 1100px; color: #222 }}
-table {{ border-collapse: collapse }} td, th {{ border: 1px solid #ccc; padding: 4px 8px }}
-img {{ max-width: 100% }} .t {{ width: 72px; height: 72px; object-fit: cover; margin: 2px;
- vertical-align: middle; border: 2px solid #999 }} .wrong {{ border-color: #c33 }}
-.ok {{ border-color: #3a3 }} .fail {{ margin: 6px 0 }} .cap {{ font-size: 80% }}
-.cond {{ background: #eef; padding: 2px 6px; margin: 0 6px }}
-</style></head><body>
-<h1>condsim report</h1>
-<p>{len(runs)} run(s). Differences: paired bootstrap against the first run of each benchmark
-(GeneCIS: per-query R@1; LRVS-F: per-fold headline recall); * = 95% CI excludes 0.</p>
-<table><tr><th>benchmark</th><th>model</th><th>headline</th><th>vs first</th></tr>{table}
-</table>
-{''.join(sections)}
-</body></html>
-"""
+    thumbs = Thumbnails(thumb_size)
+    body, nav, md_sections = [], [], []
+    groups: dict[str, list[Run]] = {}
+    order = list(VIEWS)  # registered benchmarks first, in registration order, then A-Z
+    for run in sorted(runs, key=lambda r: (r.result.benchmark not in VIEWS,
+                                           order.index(r.result.benchmark)
+                                           if r.result.benchmark in VIEWS else 0,
+                                           r.result.benchmark)):
+        groups.setdefault(run.result.benchmark, []).append(run)
+    for bench, group in groups.items():
+        view = view_for(group[0])
+        title = view.title if bench in VIEWS else f"{bench}" + (
+            f" ({view.title})" if view.title else "")
+        table = comparison_table(group, view, reference)
+        try:
+            plots = view.plots(group)
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise _bad_metrics(group[0], exc) from exc
+        figures, pngs = [], []
+        for plot in plots:
+            png = render_png(plot)
+            written[plot.name] = _write_bytes(out_dir / f"{plot.name}.png", png)
+            pngs.append(f"{plot.name}.png")
+            figures.append(f'<figure class="plot"><img src="{_png_uri(png)}" '
+                           f'alt="{_esc(plot.title)}"><figcaption>{_esc(plot.title)} '
+                           f'({_esc(plot.name)}.png)</figcaption></figure>')
+        anchor = f"b-{_esc(bench)}"
+        nav.append(f'<a href="#{anchor}">{_esc(title)}</a>')
+        body.append(
+            f'<section id="{anchor}"><h2>{_esc(title)} <span class="note">{len(group)} '
+            f"run(s)</span></h2><p class='note'>{_esc(view.notes)}</p>"
+            f"{_protocol_notes(group)}<h3>Comparison</h3>{_table_html(table)}"
+            f"{_methods_html(table)}"
+            + (f"<h3>Plots</h3><div class='plots'>{''.join(figures)}</div>" if figures else "")
+            + "<h3>Failure gallery</h3><p class='note'>query image + condition → the wrong "
+            "results ranked highest (red, with scores) · the true target (green).</p>"
+            + _gallery_html(group, view, thumbs, max_failures) + "</section>")
+        md_sections.append((title, view.notes, table, pngs))
+
+    summary = "".join(
+        "<tr>" + "".join(f"<td>{_esc(c)}</td>" for c in display_cells(row)) + "</tr>"
+        for row in leaderboard_rows(runs))
+    template = Template(resources.files("condsim").joinpath("assets/report.html")
+                        .read_text(encoding="utf-8"))
+    from condsim import __version__
+
+    page = template.substitute(
+        generated=_esc(datetime.now(timezone.utc).isoformat(timespec="seconds")),
+        version=_esc(__version__), n_runs=len(runs), nav=" · ".join(nav),
+        summary_head="".join(f"<th>{_esc(h)}</th>" for h in DISPLAY_HEADERS),
+        summary_rows=summary, sections="".join(body))
     written["html"] = atomic_write_text(out_html, page)
-    md = ["| benchmark | model | headline | vs first |", "|---|---|---|---|"]
-    md += [f"| {r['benchmark']} | {r['model']} | {r['headline']} | {r['vs first']} |"
-           for r in rows]
-    written["markdown"] = atomic_write_text(out_dir / "report.md", "\n".join(md) + "\n")
+    written["markdown"] = atomic_write_text(out_dir / "report.md", _markdown(md_sections, runs))
+    if thumbs.missing:
+        logger.warning("failure gallery: %d image(s) could not be loaded", thumbs.missing)
+    logger.info("report: %s (%d runs, %d plots)", out_html, len(runs),
+                len(written) - 2)
     return written
-
-
-def leaderboard_rows(runs: list[RunResult], sort: str = "headline") -> list[dict[str, Any]]:
-    """One row per run: model, benchmark, headline value and interval, seed, protocol, date."""
-    rows = []
-    for r in runs:
-        h = r.headline
-        value = h.get("value", h.get("mean"))
-        spread = (f"[{h['ci_low'] * 100:.2f}, {h['ci_high'] * 100:.2f}]" if "ci_low" in h
-                  else f"± {h.get('std', 0) * 100:.2f}")
-        rows.append({"model": r.model["name"], "benchmark": r.benchmark,
-                     "metric": h["name"], "headline": round(float(value) * 100, 4),
-                     "interval": spread, "seed": r.seed,
-                     "protocol": f"{r.protocol.get('name', r.benchmark)}/"
-                                 f"{r.protocol.get('protocol_version', '?')}",
-                     "date": r.created})
-    if rows and sort not in rows[0]:
-        raise DataError(f"cannot sort by {sort!r}; columns: {', '.join(rows[0])}")
-    return sorted(rows, key=lambda row: row[sort], reverse=sort == "headline")
