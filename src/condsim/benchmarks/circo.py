@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from condsim.benchmarks.base import BenchmarkMeta
+from condsim.benchmarks.base import BenchmarkMeta, register_function_benchmark
 from condsim.benchmarks.retrieval import FileDigests, encode_unique, summarize_recalls
 from condsim.cache.store import EmbeddingCache
 from condsim.data.crops import ImageRef
@@ -25,7 +25,6 @@ from condsim.metrics.ap import map_at_ks
 from condsim.metrics.recall import expected_recall_at_k
 from condsim.paths import default_cache_dir
 from condsim.progress import ProgressFactory, no_progress
-from condsim.registry import register_benchmark
 from condsim.results.run_result import RunResult, atomic_write_text
 
 KS = (5, 10, 25, 50)
@@ -140,14 +139,4 @@ def write_submission(model: Any, cfg: CircoConfig, out_dir: str | Path, *,
                              json.dumps(sub))
 
 
-class CircoBenchmark:
-    meta = META
-
-    def __init__(self, cfg: CircoConfig) -> None:
-        self.cfg = cfg
-
-    def run(self, model: Any, *, progress: ProgressFactory = no_progress) -> RunResult:
-        return evaluate_circo(model, self.cfg, progress=progress)
-
-
-register_benchmark("circo")(CircoBenchmark)
+CircoBenchmark = register_function_benchmark("circo", META, evaluate_circo)

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from condsim.benchmarks.base import BenchmarkMeta
+from condsim.benchmarks.base import BenchmarkMeta, register_function_benchmark
 from condsim.benchmarks.retrieval import (
     FileDigests,
     average_ci,
@@ -30,7 +30,6 @@ from condsim.errors import DataError
 from condsim.metrics.recall import expected_recall_at_k
 from condsim.paths import default_cache_dir
 from condsim.progress import ProgressFactory, no_progress
-from condsim.registry import register_benchmark
 from condsim.results.run_result import RunResult
 
 KS = (10, 50)
@@ -120,14 +119,4 @@ def evaluate_fashioniq(model: Any, cfg: FashionIQConfig, out_dir: str | Path | N
     return res
 
 
-class FashionIQBenchmark:
-    meta = META
-
-    def __init__(self, cfg: FashionIQConfig) -> None:
-        self.cfg = cfg
-
-    def run(self, model: Any, *, progress: ProgressFactory = no_progress) -> RunResult:
-        return evaluate_fashioniq(model, self.cfg, progress=progress)
-
-
-register_benchmark("fashioniq")(FashionIQBenchmark)
+FashionIQBenchmark = register_function_benchmark("fashioniq", META, evaluate_fashioniq)

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from condsim.benchmarks.base import BenchmarkMeta
+from condsim.benchmarks.base import BenchmarkMeta, register_function_benchmark
 from condsim.benchmarks.retrieval import FileDigests, encode_unique, summarize_recalls
 from condsim.cache.store import EmbeddingCache
 from condsim.data.crops import ImageRef
@@ -24,7 +24,6 @@ from condsim.errors import DataError
 from condsim.metrics.recall import expected_any_hit_at_k
 from condsim.paths import default_cache_dir
 from condsim.progress import ProgressFactory, no_progress
-from condsim.registry import register_benchmark
 from condsim.results.run_result import RunResult
 
 KS = (1, 5, 10)
@@ -121,14 +120,4 @@ def evaluate_mitstates(model: Any, cfg: MitStatesConfig, out_dir: str | Path | N
     return res
 
 
-class MitStatesBenchmark:
-    meta = META
-
-    def __init__(self, cfg: MitStatesConfig) -> None:
-        self.cfg = cfg
-
-    def run(self, model: Any, *, progress: ProgressFactory = no_progress) -> RunResult:
-        return evaluate_mitstates(model, self.cfg, progress=progress)
-
-
-register_benchmark("mitstates")(MitStatesBenchmark)
+MitStatesBenchmark = register_function_benchmark("mitstates", META, evaluate_mitstates)

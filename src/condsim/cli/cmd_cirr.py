@@ -10,6 +10,18 @@ from rich.table import Table
 from condsim.cli.common import console
 
 
+def _print_groups(title: str, metrics: dict, groups: tuple[str, ...]) -> None:
+    """Rich table of ``metrics[group][k] = {mean, ci_low, ci_high}`` rows, in percent."""
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value")
+    for group in groups:
+        for k, r in metrics[group].items():
+            table.add_row(f"{group}@{k}", f"{r['mean'] * 100:.2f} [{r['ci_low'] * 100:.2f}, "
+                          f"{r['ci_high'] * 100:.2f}]")
+    console.print(table)
+
+
 def register(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typer) -> None:
     @eval_app.command("cirr")
     def eval_cirr(
@@ -39,14 +51,8 @@ def register(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typer) ->
                 console.print(f"wrote {files['recall']} and {files['recall_subset']}")
                 return
             res = evaluate_cirr(encoder, cfg, out, progress=progress)
-        table = Table(title=f"CIRR {split}: {res.model['name']} (95% CI)")
-        table.add_column("metric")
-        table.add_column("value")
-        for group in ("recall", "recall_subset"):
-            for k, r in res.metrics[group].items():
-                table.add_row(f"{group}@{k}", f"{r['mean'] * 100:.2f} [{r['ci_low'] * 100:.2f},"
-                              f" {r['ci_high'] * 100:.2f}]")
-        console.print(table)
+        _print_groups(f"CIRR {split}: {res.model['name']} (95% CI)", res.metrics,
+                      ("recall", "recall_subset"))
 
     @synth_app.command("cirr")
     def synth_cirr(out: Path = typer.Option(..., "--out"),
@@ -84,14 +90,8 @@ def register_circo(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typ
                 console.print(f"wrote {write_submission(encoder, cfg, out, progress=progress)}")
                 return
             res = evaluate_circo(encoder, cfg, out, progress=progress)
-        table = Table(title=f"CIRCO {split}: {res.model['name']} (95% CI)")
-        table.add_column("metric")
-        table.add_column("value")
-        for group in ("map", "recall"):
-            for k, r in res.metrics[group].items():
-                table.add_row(f"{group}@{k}", f"{r['mean'] * 100:.2f} [{r['ci_low'] * 100:.2f},"
-                              f" {r['ci_high'] * 100:.2f}]")
-        console.print(table)
+        _print_groups(f"CIRCO {split}: {res.model['name']} (95% CI)", res.metrics,
+                      ("map", "recall"))
 
     @synth_app.command("circo")
     def synth_circo(out: Path = typer.Option(..., "--out"),
@@ -122,9 +122,7 @@ def register_more(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Type
                               cache_dir=str(cache_dir) if cache_dir else None)
         with rich_progress() as progress:
             res = evaluate_mitstates(create_model(model), cfg, out, progress=progress)
-        for k, r in res.metrics["recall"].items():
-            console.print(f"R@{k}: {r['mean'] * 100:.2f} [{r['ci_low'] * 100:.2f}, "
-                          f"{r['ci_high'] * 100:.2f}]")
+        _print_groups(f"MIT-States: {res.model['name']} (95% CI)", res.metrics, ("recall",))
 
     @eval_app.command("fashioniq")
     def eval_fashioniq(
