@@ -194,7 +194,9 @@ def test_collect_failures_ranks_ties_padding_and_bounds():
 def test_legacy_lrvsf_failures_still_render(world, tmp_path):
     res = json.loads((world["runs"] / "lr_tiny" / "results.json").read_text())
     res["extra"]["failures"] = [{"query_row": 3, "condition": "Bags", "target_row": 3,
-                                 "rank": 4, "top_rows": [1, 2, 5]}]
+                                 "rank": 4, "top_rows": [1, 2, 5]},
+                                {"something": "else"},  # unknown layouts are skipped
+                                {"schema": "condsim.failures/1", "query": "not a dict"}]
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "results.json").write_text(json.dumps(res))
     written = rep.build_report([tmp_path / "old"], tmp_path / "out" / "r.html")
@@ -293,6 +295,8 @@ def test_bad_inputs_give_clear_errors(tmp_path, world):
     (tmp_path / "broken" / "results.json").write_text(json.dumps(broken))
     with pytest.raises(DataError, match="lack the metrics"):
         rep.build_report([tmp_path / "broken"], tmp_path / "r.html")
+    with pytest.raises(DataError, match="--reference 'nomatch' matches no run"):
+        rep.build_report([world["runs"]], tmp_path / "r.html", reference="nomatch")
     assert main(["report", str(tmp_path / "missing"), "--out", str(tmp_path / "r.html")]) == 2
     assert not (tmp_path / "r.html").exists()
 
@@ -333,3 +337,15 @@ def test_report_in_headless_chromium_has_no_console_errors(report, tmp_path):
                    "<script>throw new Error('boom')</script></body></html>")
     problems = shot.check_page(bad, width=400, height=300).problems
     assert any("boom" in p for p in problems) and any("nope.png" in p for p in problems)
+
+
+def test_no_matplotlib_state_touched(tmp_path):
+    import subprocess
+
+    code = ("import sys\nimport condsim.results.report as r\n"
+            "assert 'matplotlib' not in sys.modules, 'imported at import time'\n"
+            "from condsim.results.plots import BarPlot, Series, render_png\n"
+            "render_png(BarPlot('b', 't', 'y', ('a',), (Series('s', (1.0,), (0.5,), (2.0,)),),"
+            " 'ci'))\n"
+            "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot used'\n")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)

@@ -1,8 +1,8 @@
 """Plot specifications (plain data) and their matplotlib rendering to PNG bytes.
 
 Report views describe *what* to draw (:class:`CurvePlot`, :class:`BarPlot`); this module
-draws it. matplotlib is imported inside :func:`render_png` with the non-interactive Agg
-backend selected there, so importing condsim never touches matplotlib's global state.
+draws it with matplotlib's Agg canvas, imported inside the render functions and without
+pyplot, so neither importing condsim nor rendering touches matplotlib's global state.
 """
 
 from __future__ import annotations
@@ -64,22 +64,20 @@ class BarPlot:
 Plot = CurvePlot | BarPlot
 
 
-def _pyplot() -> Any:
-    import matplotlib
+def _figure(width: float, height: float) -> Any:
+    """A figure on its own Agg canvas: no pyplot, so no global backend or figure registry
+    is touched (safe inside notebooks and GUI sessions)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = Figure(figsize=(width, height))
+    FigureCanvasAgg(fig)
+    return fig
 
 
 def _to_png(fig: Any) -> bytes:
-    plt = _pyplot()
     buf = io.BytesIO()
-    try:
-        fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
-    finally:
-        plt.close(fig)
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
     return buf.getvalue()
 
 
@@ -95,8 +93,8 @@ def _x_scale(ax: Any, xs: np.ndarray, log_x: bool) -> None:
 
 def render_curves(plot: CurvePlot) -> bytes:
     """Lines with ``fill_between`` bands; x on a log scale (symlog when 0 is present)."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    fig = _figure(6.4, 4.0)
+    ax = fig.subplots()
     all_x = []
     for i, s in enumerate(plot.series):
         color = PALETTE[i % len(PALETTE)]
@@ -119,9 +117,9 @@ def render_curves(plot: CurvePlot) -> bytes:
 
 def render_bars(plot: BarPlot) -> bytes:
     """Grouped bars with asymmetric error bars (interval ends), optional reference marks."""
-    plt = _pyplot()
     n_groups, n_series = len(plot.groups), max(1, len(plot.series))
-    fig, ax = plt.subplots(figsize=(max(6.4, 1.2 * n_groups * max(1, n_series / 3)), 4.0))
+    fig = _figure(max(6.4, 1.2 * n_groups * max(1, n_series / 3)), 4.0)
+    ax = fig.subplots()
     width = 0.8 / n_series
     x = np.arange(n_groups)
     for i, s in enumerate(plot.series):

@@ -50,7 +50,6 @@ from condsim.results.leaderboard import (
 )
 from condsim.results.markdown import md_table
 from condsim.results.plots import BarPlot, CurvePlot, Plot, Series, render_png
-from condsim.results.run_result import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -553,14 +552,22 @@ class ComparisonTable:
     methods: set[str] = field(default_factory=set)
 
 
+def _matches(run: Run, reference: str) -> bool:
+    return reference in run.label or reference in str(run.path.parent)
+
+
 def comparison_table(runs: list[Run], view: View, reference: str | None = None
                      ) -> ComparisonTable:
     """Columns of every run of one benchmark, each compared with the reference run: the one
     whose label or run folder contains ``reference`` (default: the first run)."""
     ref = runs[0]
     if reference:
-        matches = [r for r in runs if reference in r.label or reference in str(r.path.parent)]
-        ref = matches[0] if matches else ref
+        matches = [r for r in runs if _matches(r, reference)]
+        if matches:
+            ref = matches[0]
+        else:
+            logger.warning("--reference %r matches no %s run; comparing with %s", reference,
+                           ref.result.benchmark, ref.label)
     cols = {id(r): _columns(view, r) for r in runs}
     titles = list(dict.fromkeys(t for r in runs for t in cols[id(r)]))
     table = ComparisonTable(titles, [], ref)
@@ -585,10 +592,14 @@ def _png_uri(png: bytes) -> str:
 
 
 def _write_bytes(path: Path, data: bytes) -> Path:
+    """Atomic write (temp file + rename), world-readable like any report file (mkstemp
+    would leave it 0600)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -613,7 +624,8 @@ class Thumbnails:
                 img.save(buf, format="JPEG", quality=82)
                 self._memo[key] = ("data:image/jpeg;base64,"
                                    + base64.b64encode(buf.getvalue()).decode("ascii"))
-            except DataError as exc:  # data moved or deleted since the run
+            except (DataError, KeyError, TypeError, ValueError, OSError) as exc:
+                # data moved or deleted since the run, or a malformed ref
                 logger.warning("failure gallery: %s", exc)
                 self._memo[key] = None
                 self.missing += 1
@@ -629,12 +641,23 @@ def run_failures(run: Run, view: View) -> list[dict[str, Any]]:
         return []
     cases = []
     for case in stored:
-        converted = case if fail.is_case(case) else view.legacy_failure(run, case)
-        if converted is None:
+        try:
+            converted = case if fail.is_case(case) else view.legacy_failure(run, case)
+        except (KeyError, TypeError, ValueError):
+            converted = None
+        if not _valid_case(converted):
             logger.warning("%s: failure entry of unknown layout ignored", run.path)
             continue
         cases.append(converted)
     return cases
+
+
+def _valid_case(case: Any) -> bool:
+    return (isinstance(case, dict) and isinstance(case.get("query"), dict)
+            and isinstance(case["query"].get("image"), dict)
+            and isinstance(case.get("target"), dict) and isinstance(case.get("top", []), list)
+            and all(isinstance(t, dict) and isinstance(t.get("image"), dict)
+                    for t in case.get("top", [])))
 
 
 def _img(uri: str | None, cls: str, caption: str) -> str:
@@ -759,6 +782,9 @@ def build_report(
     ``max_failures`` bounds the gallery per run.
     """
     runs = load_runs(paths)
+    if reference and not any(_matches(r, reference) for r in runs):
+        raise DataError(f"--reference {reference!r} matches no run; runs: "
+                        f"{', '.join(r.label for r in runs)}")
     out_html = Path(out_html)
     if out_html.suffix.lower() not in (".html", ".htm"):
         raise DataError(f"--out {out_html}: the report is an HTML file (give a .html name)")
@@ -816,8 +842,9 @@ def build_report(
         version=_esc(__version__), n_runs=len(runs), nav=" · ".join(nav),
         summary_head="".join(f"<th>{_esc(h)}</th>" for h in DISPLAY_HEADERS),
         summary_rows=summary, sections="".join(body))
-    written["html"] = atomic_write_text(out_html, page)
-    written["markdown"] = atomic_write_text(out_dir / "report.md", _markdown(md_sections, runs))
+    written["html"] = _write_bytes(out_html, page.encode("utf-8"))
+    written["markdown"] = _write_bytes(out_dir / "report.md",
+                                       _markdown(md_sections, runs).encode("utf-8"))
     if thumbs.missing:
         logger.warning("failure gallery: %d image(s) could not be loaded", thumbs.missing)
     logger.info("report: %s (%d runs, %d plots)", out_html, len(runs),
