@@ -166,9 +166,10 @@ DISPLAY_HEADERS = ("model", "benchmark", "metric", "headline (%)", "seed", "prot
 
 
 def display_cells(row: LeaderboardRow) -> list[str]:
-    """The row as printed (and in markdown): the headline with its interval in one cell."""
+    """The row as printed (and in markdown): the headline with its interval in one cell, the
+    date to the minute and the run's folder name (CSV/JSON keep the full values)."""
     return [row.model, row.benchmark, row.metric, row.headline, str(row.seed), row.protocol,
-            row.date, row.run]
+            row.date[:16].replace("T", " "), Path(row.run).name]
 
 
 def to_markdown(rows: Sequence[LeaderboardRow]) -> str:

@@ -686,8 +686,11 @@ def _case_html(case: dict[str, Any], thumbs: Thumbnails) -> str:
 
 
 def _gallery_html(runs: list[Run], view: View, thumbs: Thumbnails, max_failures: int) -> str:
-    parts = []
-    for run in runs:
+    """Runs best headline first; only the best run's gallery is expanded (the page stays
+    short, the others open with a click, no JavaScript)."""
+    ranked = sorted(runs, key=lambda r: -headline_value(r.result.headline, str(r.path)))
+    parts, opened = [], False
+    for run in ranked:
         cases = run_failures(run, view)
         if not cases:
             parts.append(f"<details><summary>{_esc(run.label)} <span class='note'>no failures "
@@ -695,10 +698,11 @@ def _gallery_html(runs: list[Run], view: View, thumbs: Thumbnails, max_failures:
                          "</span></summary></details>")
             continue
         shown = cases[:max_failures]
-        parts.append(f"<details open><summary>{_esc(run.label)} <span class='note'>"
-                     f"{len(shown)} of {len(cases)} recorded failures</span></summary>"
-                     f"<div class='cases'>{''.join(_case_html(c, thumbs) for c in shown)}"
-                     "</div></details>")
+        parts.append(f"<details{'' if opened else ' open'}><summary>{_esc(run.label)} "
+                     f"<span class='note'>{len(shown)} of {len(cases)} recorded failures"
+                     f"</span></summary><div class='cases'>"
+                     f"{''.join(_case_html(c, thumbs) for c in shown)}</div></details>")
+        opened = True
     return "".join(parts)
 
 
@@ -724,10 +728,14 @@ def _table_html(table: ComparisonTable) -> str:
     return f'<div class="scroll"><table class="cmp"><tr>{head}</tr>{"".join(body)}</table></div>'
 
 
+def _ordered(methods: set[str]) -> list[str]:
+    return [m for m in METHODS if m in methods]
+
+
 def _methods_html(table: ComparisonTable) -> str:
     if not table.methods:
         return ""
-    items = "".join(f"<li>{_esc(METHODS[m])}</li>" for m in sorted(table.methods))
+    items = "".join(f"<li>{_esc(METHODS[m])}</li>" for m in _ordered(table.methods))
     return (f"<p class='note'>▲/▼: significantly higher/lower than "
             f"<b>{_esc(table.reference.label)}</b> (reference); the small line is the "
             f"difference in points with its 95% interval. Tests used:</p><ul class='note'>"
@@ -763,7 +771,7 @@ def _markdown(sections: list[tuple[str, str, ComparisonTable, list[str]]],
         out += [f"## {title}", "", notes, "", _markdown_table(table)]
         if table.methods:
             out += [f"▲/▼ = significantly higher/lower than {table.reference.label}; "
-                    + "; ".join(METHODS[m] for m in sorted(table.methods)) + ".", ""]
+                    + "; ".join(METHODS[m] for m in _ordered(table.methods)) + ".", ""]
         out += [f"![{Path(p).stem}]({p})" for p in pngs] + [""]
     out += ["## Runs", "", md_table(DISPLAY_HEADERS,
                                      [display_cells(r) for r in leaderboard_rows(runs)])]
@@ -826,7 +834,8 @@ def build_report(
             f"{_methods_html(table)}"
             + (f"<h3>Plots</h3><div class='plots'>{''.join(figures)}</div>" if figures else "")
             + "<h3>Failure gallery</h3><p class='note'>query image + condition → the wrong "
-            "results ranked highest (red, with scores) · the true target (green).</p>"
+            "results ranked highest (red, with scores) · the true target (green). Runs by "
+            "headline, best first; click a run to expand its cases.</p>"
             + _gallery_html(group, view, thumbs, max_failures) + "</section>")
         md_sections.append((title, view.notes, table, pngs))
 
