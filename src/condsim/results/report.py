@@ -120,7 +120,7 @@ class Comparison:
 
     def text(self) -> str:
         if math.isnan(self.low):
-            return f"{self.diff * 100:+.2f}"
+            return f"{self.diff * 100:+.2f} (95% CIs {'overlap' if not self.verdict else 'apart'})"
         return f"{self.diff * 100:+.2f} [{self.low * 100:+.2f}, {self.high * 100:+.2f}]"
 
 
@@ -480,18 +480,27 @@ def _leaf_title(path: tuple[str, ...]) -> str:
     return " ".join(path)
 
 
+RUNTIME_CONFIG_KEYS = {"batch_size", "num_workers", "cache_dir", "device", "n_bootstrap"}
+
+
+def _data_identity(r: Any) -> str:
+    """Without query ids, runs pair only when their benchmark configs (minus runtime knobs
+    that cannot change the queries) and query counts are equal."""
+    cfg = {k: v for k, v in (r.extra.get("config") or {}).items()
+           if k not in RUNTIME_CONFIG_KEYS}
+    return json.dumps([cfg, r.metrics.get("n_queries")], sort_keys=True, default=str)
+
+
 def _ci_columns(run: Run) -> dict[str, Estimate]:
     r = run.result
     per_query = r.metrics.get("per_query") or {}
     ids = r.metrics.get("query_ids")
-    cfg = r.extra.get("config", {})
-    data = ids if ids is not None else (cfg.get("root"), cfg.get("split"),
-                                        r.metrics.get("n_queries"))
+    data = tuple(ids) if ids is not None else _data_identity(r)
     cols: dict[str, Estimate] = {}
     for path, leaf in _ci_leaves(r.metrics)[:MAX_CI_COLUMNS]:
         values = per_query.get("_at_".join(path)) if len(path) == 2 else None
         units = (np.asarray(values, np.float64),) if values is not None else ()
-        key = (r.benchmark, path, tuple(data) if isinstance(data, list) else data)
+        key = (r.benchmark, path, data)
         cols[_leaf_title(path)] = Estimate(
             float(leaf["mean"]), float(leaf["ci_low"]), float(leaf["ci_high"]), "ci",
             "query" if units else "", units, key if units else None)
