@@ -177,22 +177,21 @@ class GenecisBenchmark:
 register_benchmark("genecis")(GenecisBenchmark)
 
 
-def _ref_dict(ref: Any) -> dict[str, Any]:
-    return {"path": ref.path, "bbox": list(ref.bbox) if ref.bbox else None,
-            "crop_mode": ref.crop_mode}
-
-
 def _failures(task: str, qs: Sequence[GenecisQuery], scores: np.ndarray, r1: np.ndarray,
               limit: int = 4) -> list[dict[str, Any]]:
-    """Up to ``limit`` queries of ``task`` whose expected R@1 < 1, with the top candidates."""
-    out = []
-    for i in np.flatnonzero(r1 < 1.0)[:limit]:
-        q = qs[int(i)]
-        order = np.argsort(-scores[i, : len(q.candidates)], kind="stable")[:3]
-        out.append({"task": task, "query_index": q.index, "condition": q.condition,
-                    "reference": _ref_dict(q.reference), "target": _ref_dict(q.target),
-                    "top": [_ref_dict(q.candidates[int(j)]) for j in order if j != 0]})
-    return out
+    """Up to ``limit`` failed queries of ``task`` (:func:`condsim.results.failures.
+    collect_failures`), images as file refs with their GeneCIS crop."""
+    from condsim.results.failures import collect_failures, file_ref
+
+    def ref(r: Any) -> dict[str, Any]:
+        return file_ref(r.path, r.bbox, r.crop_mode if r.bbox else None)
+
+    return collect_failures(
+        scores, np.zeros(len(qs), int),
+        query_image=lambda i: ref(qs[i].reference), condition=lambda i: qs[i].condition,
+        candidate_image=lambda i, j: ref(qs[i].candidates[j]),
+        query_ids=[q.index for q in qs], group=task, limit=limit,
+    )
 
 
 def evaluate_genecis(

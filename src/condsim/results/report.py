@@ -412,23 +412,6 @@ def _task_plots(runs: list[Run]) -> list[Plot]:
                     reference=tuple(chance))]
 
 
-def _file_ref(d: dict[str, Any]) -> dict[str, Any]:
-    return {"kind": "file", "path": d["path"], "bbox": d.get("bbox"),
-            "crop_mode": d.get("crop_mode")}
-
-
-def _task_legacy_failure(run: Run, case: dict[str, Any]) -> dict[str, Any] | None:
-    """Failures stored by ``genecis._failures`` (image paths with optional boxes)."""
-    if "reference" not in case:
-        return None
-    return {"schema": fail.FAILURES_SCHEMA, "group": case.get("task"),
-            "query_id": case.get("query_index"),
-            "query": {"image": _file_ref(case["reference"]),
-                      "condition": case.get("condition", "")},
-            "target": _file_ref(case["target"]), "target_rank": None, "gallery_size": None,
-            "top": [{"image": _file_ref(t), "score": None} for t in case.get("top", [])]}
-
-
 def _has_tasks(run: Run) -> bool:
     tasks = run.result.metrics.get("tasks")
     return isinstance(tasks, dict) and bool(tasks) and all(
@@ -437,13 +420,11 @@ def _has_tasks(run: Run) -> bool:
 
 TASK_VIEW = View(
     title="per-task retrieval", columns=_task_columns, plots=_task_plots, accepts=_has_tasks,
-    legacy_failure=_task_legacy_failure,
     notes="R@K per task: tie-safe expected recall over each query's own gallery, 95% "
     "percentile bootstrap CI over queries; average = mean of the task R@1s.")
 
 register_view("genecis", View(
-    title="GeneCIS", columns=_task_columns, plots=_task_plots,
-    legacy_failure=_task_legacy_failure, notes=TASK_VIEW.notes))
+    title="GeneCIS", columns=_task_columns, plots=_task_plots, notes=TASK_VIEW.notes))
 register_view(None, TASK_VIEW)
 
 
