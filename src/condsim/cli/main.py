@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "condsim.cli.cmd_cirr",
     "condsim.cli.cmd_report",
     "condsim.cli.cmd_cache",
+    "condsim.cli.cmd_encode",
     "condsim.cli.cmd_training",
 )
 
