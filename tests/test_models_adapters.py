@@ -63,4 +63,4 @@ def test_preprocessing_matches_the_checkpoints_processor(which, siglip_dir):
     ref = AutoImageProcessor.from_pretrained(path)(images=_image(), return_tensors="np")
     ours = enc.preprocessor(_image())
     assert ours.shape == ref["pixel_values"][0].shape
-    assert np.abs(ours - ref["pixel_values"][0]).max() < 0.05
+    assert np.abs(ours - ref["pixel_values"][0]).max() < 1e-5  # float rounding only
