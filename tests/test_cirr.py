@@ -108,3 +108,14 @@ def test_bad_input(root, tmp_path):
     cap.write_text("{broken")
     with pytest.raises(DataError, match="malformed JSON"):
         evaluate_cirr(ConstantEncoder(), _cfg(bad, tmp_path))
+
+
+def test_failures_are_recorded_for_the_report(root, tmp_path):
+    res = evaluate_cirr(RandomEncoder(), _cfg(root, tmp_path))
+    fails = res.extra["failures"]
+    assert fails and len(fails) <= 12
+    r1 = dict(zip(res.metrics["query_ids"], res.metrics["per_query"]["recall_at_1"],
+                  strict=True))
+    for f in fails:
+        assert f["schema"] == "condsim.failures/1" and r1[f["query_id"]] < 1.0
+        assert Path(f["query"]["image"]["path"]).is_file()

@@ -114,13 +114,22 @@ def evaluate_circo(model: Any, cfg: CircoConfig, out_dir: str | Path | None = No
         "per_query": {"map_at_10": ap[:, KS.index(10)].tolist()},
         "query_ids": [e["id"] for e in data],
     }
+    from condsim.results.failures import collect_failures, file_ref
+
+    folder = Path(cfg.root) / "unlabeled2017"
+    failures = collect_failures(
+        scores, np.array([col[int(e["target_img_id"])] for e in data]),
+        query_image=lambda i: file_ref(folder / f"{int(data[i]['reference_img_id']):012d}.jpg"),
+        condition=lambda i: str(data[i]["relative_caption"]),
+        candidate_image=lambda i, j: file_ref(folder / f"{ids[j]:012d}.jpg"),
+        query_ids=[e["id"] for e in data], limit=12)
     res = RunResult(
         benchmark="circo", model=model.meta.to_dict(),
         protocol={**META.to_dict(), "ks": list(KS), "reference_removed": True,
                   "tie_rule": "mAP: ties against the ground truth; recall: expected",
                   "bootstrap": {"n_resamples": cfg.n_bootstrap, "seed": cfg.seed}},
         seed=cfg.seed, headline={"name": "map_at_10", **metrics["map"]["10"]},
-        metrics=metrics, extra={"config": asdict(cfg)},
+        metrics=metrics, extra={"config": asdict(cfg), "failures": failures},
     )
     if out_dir is not None:
         res.save(Path(out_dir) / "results.json")

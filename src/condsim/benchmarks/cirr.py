@@ -58,8 +58,9 @@ class CirrConfig:
 
 
 def cirr_scores(model: Any, cfg: CirrConfig, progress: ProgressFactory = no_progress
-                ) -> tuple[list, list[str], np.ndarray]:
-    """Queries, gallery names, and ``(Q, N)`` scores with the reference at ``-inf``."""
+                ) -> tuple[list, list[str], np.ndarray, dict[str, Any]]:
+    """Queries, gallery names, ``(Q, N)`` scores with the reference at ``-inf``, and the
+    gallery (name -> ImageRef)."""
     queries, gallery = read_cirr(cfg.root, cfg.split, cfg.img_root)
     names = list(gallery)
     refs = [gallery[n] for n in names]
@@ -80,7 +81,7 @@ def cirr_scores(model: Any, cfg: CirrConfig, progress: ProgressFactory = no_prog
     index = {n: i for i, n in enumerate(names)}
     scores = (q_emb @ g_emb.T).astype(np.float64)
     scores[np.arange(len(queries)), [index[q.reference] for q in queries]] = -np.inf
-    return queries, names, scores
+    return queries, names, scores, gallery
 
 
 class CirrBenchmark:
@@ -94,7 +95,7 @@ class CirrBenchmark:
 
     def run(self, model: Any, *, progress: ProgressFactory = no_progress) -> RunResult:
         cfg = self.cfg
-        queries, names, scores = cirr_scores(model, cfg, progress)
+        queries, names, scores, gallery = cirr_scores(model, cfg, progress)
         index = {n: i for i, n in enumerate(names)}
         target = np.array([index[q.target] for q in queries])
         if np.any(target == np.array([index[q.reference] for q in queries])):
@@ -121,13 +122,20 @@ class CirrBenchmark:
             "query_ids": [q.pairid for q in queries],
         }
         r1 = metrics["recall"]["1"]
+        from condsim.results.failures import collect_failures, file_ref
+
+        failures = collect_failures(
+            scores, target, query_image=lambda i: file_ref(gallery[queries[i].reference].path),
+            condition=lambda i: queries[i].caption,
+            candidate_image=lambda i, j: file_ref(gallery[names[j]].path),
+            query_ids=[q.pairid for q in queries], limit=12)
         return RunResult(
             benchmark="cirr", model=model.meta.to_dict(),
             protocol={**META.to_dict(), "ks": list(KS), "subset_ks": list(SUBSET_KS),
                       "reference_removed": True, "tie_rule": "expected recall",
                       "bootstrap": {"n_resamples": cfg.n_bootstrap, "seed": cfg.seed}},
             seed=cfg.seed, headline={"name": "recall_at_1", **r1}, metrics=metrics,
-            extra={"config": asdict(cfg)},
+            extra={"config": asdict(cfg), "failures": failures},
         )
 
 
@@ -147,7 +155,7 @@ def write_submissions(model: Any, cfg: CirrConfig, out_dir: str | Path, *,
     """The test server's two files: ``{"version": "rc2", "metric": "recall", "<pairid>":
     [top-50 names]}`` and the ``recall_subset`` file with the top-3 members (reference
     excluded from both)."""
-    queries, names, scores = cirr_scores(model, cfg, progress)
+    queries, names, scores, _ = cirr_scores(model, cfg, progress)
     index = {n: i for i, n in enumerate(names)}
     top = np.argsort(-scores, axis=1, kind="stable")[:, :50]
     recall: dict[str, Any] = {"version": "rc2", "metric": "recall"}
