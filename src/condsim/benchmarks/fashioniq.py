@@ -30,6 +30,7 @@ from condsim.errors import DataError
 from condsim.metrics.recall import expected_recall_at_k
 from condsim.paths import default_cache_dir
 from condsim.progress import ProgressFactory, no_progress
+from condsim.results.failures import collect_failures, file_ref
 from condsim.results.run_result import RunResult
 
 KS = (10, 50)
@@ -69,6 +70,7 @@ def evaluate_fashioniq(model: Any, cfg: FashionIQConfig, out_dir: str | Path | N
     cache = EmbeddingCache(cfg.cache_dir or default_cache_dir(), model.meta)
     digests = FileDigests()
     metrics: dict[str, Any] = {"categories": {}}
+    failures: list[dict[str, Any]] = []
     columns: dict[int, list[np.ndarray]] = {k: [] for k in KS}
     for ci, cat in enumerate(cfg.categories):
         split_path = root / "image_splits" / f"split.{cat}.val.json"
@@ -95,7 +97,13 @@ def evaluate_fashioniq(model: Any, cfg: FashionIQConfig, out_dir: str | Path | N
                                     what=f"FashionIQ {cat} queries")
         if g_err or q_err:
             raise DataError(f"FashionIQ {cat}: {len(g_err) + len(q_err)} undecodable images")
-        rec = expected_recall_at_k(q @ g.T, np.array([index[e["target"]] for e in caps]), KS)
+        scores = q @ g.T
+        tgt = np.array([index[e["target"]] for e in caps])
+        rec = expected_recall_at_k(scores, tgt, KS)
+        failures += collect_failures(
+            scores, tgt, query_image=lambda i: file_ref(refs[index[caps[i]["candidate"]]].path),
+            condition=lambda i: texts[i], candidate_image=lambda i, j: file_ref(refs[j].path),
+            query_ids=list(range(len(caps))), group=cat, limit=4)
         metrics["categories"][cat] = {
             "recall": summarize_recalls(rec, KS, seed=cfg.seed + 10 * ci,
                                         n_resamples=cfg.n_bootstrap),
@@ -112,7 +120,7 @@ def evaluate_fashioniq(model: Any, cfg: FashionIQConfig, out_dir: str | Path | N
                   "categories": list(cfg.categories), "reference_removed": False,
                   "bootstrap": {"n_resamples": cfg.n_bootstrap, "seed": cfg.seed}},
         seed=cfg.seed, headline={"name": "average_recall", "mean": avg}, metrics=metrics,
-        extra={"config": asdict(cfg)},
+        extra={"config": asdict(cfg), "failures": failures},
     )
     if out_dir is not None:
         res.save(Path(out_dir) / "results.json")
