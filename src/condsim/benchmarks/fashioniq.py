@@ -100,9 +100,10 @@ def evaluate_fashioniq(model: Any, cfg: FashionIQConfig, out_dir: str | Path | N
         scores = q @ g.T
         tgt = np.array([index[e["target"]] for e in caps])
         rec = expected_recall_at_k(scores, tgt, KS)
+        paths = [r.path for r in refs]
         failures += collect_failures(
-            scores, tgt, query_image=lambda i: file_ref(refs[index[caps[i]["candidate"]]].path),
-            condition=lambda i: texts[i], candidate_image=lambda i, j: file_ref(refs[j].path),
+            scores, tgt, query_image=[file_ref(paths[index[e["candidate"]]]) for e in caps],
+            condition=texts, candidate_image=lambda i, j, paths=paths: file_ref(paths[j]),
             query_ids=list(range(len(caps))), group=cat, limit=4)
         metrics["categories"][cat] = {
             "recall": summarize_recalls(rec, KS, seed=cfg.seed + 10 * ci,
