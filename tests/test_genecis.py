@@ -194,9 +194,14 @@ def test_duplicates_empty_gallery_and_bad_bbox(gen_root, tmp_path):
     original = path.read_text()
     data = json.loads(original)
     data[2]["gallery"].append(data[2]["gallery"][0])
+    data[4]["gallery"].append(data[4]["target"])  # as in the published change_object.json[19]
     path.write_text(json.dumps(data))
     with pytest.raises(DataError, match="entry 2: duplicate"):
-        evaluate_genecis(ConstantEncoder(), _cfg(root, tmp_path))
+        evaluate_genecis(ConstantEncoder(), _cfg(root, tmp_path, on_duplicate="error"))
+    res = evaluate_genecis(ConstantEncoder(), _cfg(root, tmp_path))
+    assert res.skipped["duplicate_candidates"]["change_attribute"] == 2
+    per_q = res.metrics["tasks"]["change_attribute"]["per_query"]["1"]
+    assert per_q[2] == pytest.approx(1 / 15) and per_q[4] == pytest.approx(1 / 15)
     data = json.loads(original)
     data[3]["gallery"] = []
     path.write_text(json.dumps(data))
@@ -205,8 +210,20 @@ def test_duplicates_empty_gallery_and_bad_bbox(gen_root, tmp_path):
     data = json.loads(original)
     data[0]["target"]["instance_bbox"] = [300, 200, 500, 500]
     path.write_text(json.dumps(data))
-    with pytest.raises(DataError, match="outside"):
+    with pytest.raises(DataError, match=r"change_attribute.json entry 0 target: instance_bbox "
+                                        r"\[300.0, 200.0, 500.0, 500.0\] lies outside"):
         evaluate_genecis(ConstantEncoder(), _cfg(root, tmp_path / "c2"))
+    data = json.loads(original)
+    data[0]["target"]["instance_bbox"] = [0, 0, 0, 10]
+    path.write_text(json.dumps(data))
+    with pytest.raises(DataError, match="entry 0 target: invalid instance_bbox"):
+        evaluate_genecis(ConstantEncoder(), _cfg(root, tmp_path / "c2"))
+    # mostly inside, crossing the right border: clamped by the crop formula, counted
+    data = json.loads(original)
+    data[0]["target"]["instance_bbox"] = [290, 10, 40, 40]
+    path.write_text(json.dumps(data))
+    res = evaluate_genecis(ConstantEncoder(), _cfg(root, tmp_path / "c3"))
+    assert res.skipped["boxes_clipped"] == 1 and res.skipped["boxes_checked"] > 0
 
 
 def test_missing_images_counted_and_threshold(gen_root, tmp_path):

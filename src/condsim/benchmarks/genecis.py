@@ -29,7 +29,14 @@ from condsim.benchmarks.retrieval import (
 )
 from condsim.cache.store import EmbeddingCache
 from condsim.data.crops import CROP_MODES
-from condsim.data.genecis import TASKS, GenecisQuery, ImageLocator, read_task
+from condsim.data.genecis import (
+    DUPLICATE_POLICIES,
+    TASKS,
+    GenecisQuery,
+    ImageLocator,
+    check_boxes,
+    read_task,
+)
 from condsim.errors import CondsimError, DataError
 from condsim.metrics.recall import expected_recall_at_k
 from condsim.paths import default_cache_dir
@@ -60,6 +67,7 @@ class GenecisConfig:
     seed: int = 0
     n_bootstrap: int = 1000
     max_missing: int = 0
+    on_duplicate: str = "drop"
     batch_size: int = 64
     num_workers: int = 0
     cache_dir: str | None = None
@@ -81,19 +89,29 @@ class GenecisBenchmark:
             raise CondsimError(f"unknown task(s) {bad}; tasks: {', '.join(TASKS)}")
         if cfg.crop not in CROP_MODES:
             raise CondsimError(f"--crop must be one of {CROP_MODES}, got {cfg.crop!r}")
+        if cfg.on_duplicate not in DUPLICATE_POLICIES:
+            raise CondsimError(f"on_duplicate must be one of {DUPLICATE_POLICIES}")
         self.cfg = cfg
+
+    def files(self) -> dict[str, Path]:
+        """Annotation file of each configured task."""
+        root = Path(self.cfg.annotations)
+        return {t: _task_file(root, t) for t in self.cfg.tasks}
 
     def load(self) -> dict[str, list[GenecisQuery]]:
         loc = ImageLocator(self.cfg.coco_root, self.cfg.vg_roots)
-        root = Path(self.cfg.annotations)
-        return {t: read_task(_task_file(root, t), t, loc, self.cfg.crop) for t in self.cfg.tasks}
+        return {t: read_task(f, t, loc, self.cfg.crop, self.cfg.on_duplicate)
+                for t, f in self.files().items()}
 
     def run(self, model: Any, *, progress: ProgressFactory = no_progress) -> RunResult:
         cfg = self.cfg
         tasks = self.load()
         refs = [r for qs in tasks.values() for q in qs for r in (q.reference, *q.candidates)]
         missing = check_files(refs, cfg.max_missing, "GeneCIS")
-        skipped: dict[str, Any] = {"missing_files": len(missing), "queries": {}}
+        skipped: dict[str, Any] = {
+            "missing_files": len(missing), "queries": {},
+            "duplicate_candidates": {t: sum(q.dropped for q in qs) for t, qs in tasks.items()},
+        }
         for task, qs in tasks.items():
             keep = [q for q in qs if not ({q.reference.path, *(c.path for c in q.candidates)}
                                           & missing)]
@@ -101,6 +119,7 @@ class GenecisBenchmark:
             if not keep:
                 raise DataError(f"GeneCIS {task}: every query has a missing image")
             tasks[task] = keep
+        skipped.update(check_boxes(self.files(), tasks))
 
         cache = EmbeddingCache(cfg.cache_dir or default_cache_dir(), model.meta)
         digests = FileDigests()
@@ -160,6 +179,7 @@ class GenecisBenchmark:
         metrics["average_recall_at_1"] = avg
         protocol = {
             **META.to_dict(), "tasks": list(tasks), "ks": list(KS), "crop": cfg.crop,
+            "duplicate_candidates": cfg.on_duplicate,
             "tie_rule": "expected recall under uniformly random tie-breaking",
             "bootstrap": {"n_resamples": cfg.n_bootstrap, "seed": cfg.seed, "level": 0.95,
                           "unit": "query"},

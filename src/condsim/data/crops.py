@@ -15,10 +15,11 @@ same way. PIL rounds the float box when cropping, in both modes.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from condsim.errors import DataError
 
@@ -47,28 +48,74 @@ def crop_box(
     return left, top, right, bottom
 
 
+# Fill of the official pad in the modes JPEG files decode to (PIL turns a 3-tuple into
+# opaque black for RGBA and K=255 black for CMYK).
+_NATIVE_FILL: dict[str, tuple[int, ...]] = {"L": (0,), "RGB": (0, 0, 0), "RGBA": (0, 0, 0),
+                                            "CMYK": (0, 0, 0)}
+
+
 def pad_to_square(img: Image.Image) -> Image.Image:
-    """Pad with black to a square; the shorter side is centred at ``(long - short) // 2``."""
+    """Pad to a square; the shorter side is centred at offset ``(long - short) // 2``.
+
+    Padded in the image's own mode with the official fill (``(0,)`` for ``L``, ``(0, 0, 0)``
+    for RGB, RGBA and CMYK: black in each). Other modes (palette, 16-bit, ...; the official
+    code garbles palettes or fails on them, and JPEG files never have them) are converted to
+    RGB first and padded black.
+    """
     w, h = img.size
     if w == h:
         return img
+    if img.mode not in _NATIVE_FILL:
+        img = img.convert("RGB")
     side = max(w, h)
-    fill: int | tuple[int, ...] = 0 if img.mode in ("L", "1", "I", "F") else (0,) * len(
-        img.getbands())
-    out = Image.new(img.mode, (side, side), fill)
+    out = Image.new(img.mode, (side, side), _NATIVE_FILL[img.mode])
     out.paste(img, (0, (w - h) // 2) if w > h else ((h - w) // 2, 0))
     return out
 
 
 def check_bbox(bbox: object, where: str) -> tuple[float, float, float, float]:
-    """Validate an ``instance_bbox`` ``[x, y, w, h]`` (numbers, ``w, h > 0``, ``x, y >= 0``)."""
+    """Validate an ``instance_bbox`` ``[x, y, w, h]``: four finite numbers with ``w, h > 0``.
+    Where the box sits relative to the image is checked by :func:`box_inside_fraction` once
+    the image size is known."""
     if (not isinstance(bbox, (list, tuple)) or len(bbox) != 4
             or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)):
         raise DataError(f"{where}: instance_bbox must be [x, y, w, h] numbers, got {bbox!r}")
     x, y, w, h = (float(v) for v in bbox)
-    if w <= 0 or h <= 0 or x < 0 or y < 0:
-        raise DataError(f"{where}: invalid instance_bbox {list(bbox)} (need x, y >= 0, w, h > 0)")
+    if not all(math.isfinite(v) for v in (x, y, w, h)) or w <= 0 or h <= 0:
+        raise DataError(f"{where}: invalid instance_bbox {list(bbox)} (need finite numbers, "
+                        "w, h > 0)")
     return x, y, w, h
+
+
+def box_inside_fraction(bbox: tuple[float, float, float, float], size: tuple[int, int]) -> float:
+    """Share of the box's area inside a ``W x H`` image:
+    ``area(box ∩ [0, W] x [0, H]) / (w h)`` (0 when they do not overlap)."""
+    x, y, w, h = bbox
+    width, height = size
+    iw = max(0.0, min(x + w, width) - max(x, 0.0))
+    ih = max(0.0, min(y + h, height) - max(y, 0.0))
+    return iw * ih / (w * h)
+
+
+def box_overflow(bbox: tuple[float, float, float, float], size: tuple[int, int]) -> float:
+    """Largest distance (pixels) by which the box extends past an image border (0 inside)."""
+    x, y, w, h = bbox
+    width, height = size
+    return max(0.0, -x, -y, x + w - width, y + h - height)
+
+
+def _open_native(path: str) -> Image.Image:
+    """Decode ``path`` fully, keeping its mode (the official crop works in the file's mode)."""
+    from condsim.data.images import ImageDecodeError
+
+    try:
+        img = Image.open(path)
+        img.load()
+        return img
+    except FileNotFoundError as exc:
+        raise ImageDecodeError(f"{path}: file not found") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ImageDecodeError(f"{path}: cannot decode image ({exc})") from exc
 
 
 @dataclass(frozen=True)
@@ -90,15 +137,18 @@ class ImageRef:
         return f"{Path(self.path).name}{box}"
 
     def load_image(self) -> Image.Image:
+        """The whole image (RGB), or for a box: crop and pad in the file's own mode (as the
+        official code does, so CMYK/palette/gray files get the official black), then RGB."""
         from condsim.data.images import ImageDecodeError, decode_image
 
-        img = decode_image(self.path, self.path)
         if self.bbox is None:
-            return img
-        x, y, w, h = self.bbox
-        if x + w > img.width + 1 or y + h > img.height + 1:
+            return decode_image(self.path, self.path)
+        img = _open_native(self.path)
+        left, top, right, bottom = crop_box(self.bbox, img.size, self.crop_mode)
+        if box_inside_fraction(self.bbox, img.size) <= 0 or right <= left or bottom <= top:
             raise ImageDecodeError(
-                f"{self.path}: instance_bbox {list(self.bbox)} extends outside the "
+                f"{self.path}: instance_bbox {list(self.bbox)} lies outside the "
                 f"{img.width}x{img.height} image"
             )
-        return pad_to_square(img.crop(crop_box(self.bbox, img.size, self.crop_mode)))
+        out = pad_to_square(img.crop((left, top, right, bottom)))
+        return out if out.mode == "RGB" else out.convert("RGB")

@@ -37,6 +37,7 @@ class GenecisQuery:
     condition: str
     target: ImageRef
     gallery: tuple[ImageRef, ...]
+    dropped: int = 0  # gallery entries dropped as duplicates of the target or of each other
 
     @property
     def candidates(self) -> tuple[ImageRef, ...]:
@@ -94,12 +95,24 @@ def _ref(entry: Any, task: str, where: str, loc: ImageLocator, crop_mode: str) -
     return ImageRef(str(loc.vg(image_id)), bbox, crop_mode)
 
 
+DUPLICATE_POLICIES = ("drop", "error")
+
+
 def read_task(
-    path: str | Path, task: str, locator: ImageLocator, crop_mode: str = "official"
+    path: str | Path, task: str, locator: ImageLocator, crop_mode: str = "official",
+    on_duplicate: str = "drop",
 ) -> list[GenecisQuery]:
-    """Read and validate one task file; errors name the file and the entry index."""
+    """Read and validate one task file; errors name the file and the entry index.
+
+    A gallery entry repeating the target or another gallery entry (same image, same box) is
+    dropped with a warning (``on_duplicate="drop"``, the default: the published
+    ``change_object.json`` entry 19 lists its target again as a distractor, and retrieving
+    either copy is correct) or rejected (``"error"``).
+    """
     if task not in TASKS:
         raise DataError(f"unknown GeneCIS task {task!r}; tasks: {', '.join(TASKS)}")
+    if on_duplicate not in DUPLICATE_POLICIES:
+        raise DataError(f"on_duplicate must be one of {DUPLICATE_POLICIES}, got {on_duplicate!r}")
     path = Path(path)
     data = load_json(path, f"annotation file (expected {task}.json)")
     if not isinstance(data, list) or not data:
@@ -120,10 +133,72 @@ def read_task(
             raise DataError(f"{where}: empty gallery (need at least one distractor)")
         ref = _ref(entry["reference"], task, f"{where} reference", locator, crop_mode)
         tgt = _ref(entry["target"], task, f"{where} target", locator, crop_mode)
-        gal = tuple(_ref(g, task, f"{where} gallery[{j}]", locator, crop_mode)
-                    for j, g in enumerate(gallery))
-        cands = (tgt, *gal)
-        if len(set(cands)) != len(cands):
-            raise DataError(f"{where}: duplicate image ids among target + gallery")
-        queries.append(GenecisQuery(i, ref, cond.strip(), tgt, gal))
+        gal = [_ref(g, task, f"{where} gallery[{j}]", locator, crop_mode)
+               for j, g in enumerate(gallery)]
+        unique = [g for g in dict.fromkeys(gal) if g != tgt]
+        dropped = len(gal) - len(unique)
+        if dropped:
+            if on_duplicate == "error":
+                raise DataError(f"{where}: duplicate image ids among target + gallery")
+            logger.warning("%s: dropped %d gallery entr%s repeating the target or another "
+                           "entry (either copy is a correct answer)", where, dropped,
+                           "y" if dropped == 1 else "ies")
+        if not unique:
+            raise DataError(f"{where}: empty gallery once duplicates of the target are dropped")
+        queries.append(GenecisQuery(i, ref, cond.strip(), tgt, tuple(unique), dropped))
     return queries
+
+
+MIN_INSIDE = 0.5  # a box less than half inside its image is a wrong image or a wrong box
+
+
+def check_boxes(files: dict[str, Path], tasks: dict[str, list[GenecisQuery]]) -> dict[str, Any]:
+    """Check every instance box against its image's size (header read only).
+
+    A box less than :data:`MIN_INSIDE` inside its image raises :class:`DataError` naming the
+    annotation file, entry, role and image. Boxes that cross a border by more than 1 pixel but
+    are mostly inside are clamped by the official crop formula; they are counted and logged.
+    Returns ``{"boxes_checked": n, "boxes_clipped": n}``.
+    """
+    from condsim.data.crops import box_inside_fraction, box_overflow
+
+    sizes: dict[str, tuple[int, int] | None] = {}
+    seen: set[ImageRef] = set()
+    clipped: list[str] = []
+    for task, qs in tasks.items():
+        for q in qs:
+            roles = [("reference", q.reference), ("target", q.target),
+                     *((f"gallery image {q.gallery.index(g)}", g) for g in q.gallery)]
+            for role, ref in roles:
+                if ref.bbox is None or ref in seen:
+                    continue
+                seen.add(ref)
+                size = _image_size(ref.path, sizes)
+                if size is None:
+                    continue  # unreadable: reported by the decoder with the file name
+                where = f"{files[task]} entry {q.index} {role}"
+                frac = box_inside_fraction(ref.bbox, size)
+                if frac < MIN_INSIDE:
+                    raise DataError(
+                        f"{where}: instance_bbox {list(ref.bbox)} lies outside the "
+                        f"{size[0]}x{size[1]} image {ref.path} ({frac:.0%} of the box inside); "
+                        "check that the VG folders hold the right images for these ids"
+                    )
+                if box_overflow(ref.bbox, size) > 1.0:
+                    clipped.append(f"{where} ({list(ref.bbox)} in {size[0]}x{size[1]})")
+    if clipped:
+        logger.warning("%d instance boxes cross their image border by more than 1 px and are "
+                       "clamped by the crop formula; first: %s", len(clipped), clipped[0])
+    return {"boxes_checked": len(seen), "boxes_clipped": len(clipped)}
+
+
+def _image_size(path: str, memo: dict[str, tuple[int, int] | None]) -> tuple[int, int] | None:
+    if path not in memo:
+        from PIL import Image
+
+        try:
+            with Image.open(path) as img:
+                memo[path] = img.size
+        except (OSError, ValueError, SyntaxError):
+            memo[path] = None
+    return memo[path]
