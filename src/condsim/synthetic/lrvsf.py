@@ -1,64 +1,197 @@
-"""Synthetic LRVS-Fashion test set in the official layout.
+"""A synthetic LRVS-Fashion test set in the official layout, learnable and conditional.
 
-``products.parquet`` (``SIMPLE_IMG``, ``COMPLEX_IMG``, ``CATEGORY``, ``blip2_caption1``) and
-``distractors/part-*.parquet`` (``jpg``, ``key``, ``url``, ``caption``, ``width``,
-``height``), JPEGs with shortest side 256. Each category owns a region of the "worn" scene
-(Head at the top, Feet at the bottom, ...); a query scene shows the product in its category's
-region plus objects in other regions, so the right target depends on the condition.
+Files (see PROTOCOLS.md, "LRVS-Fashion"):
+
+- ``products.parquet``: ``SIMPLE_IMG`` (the product alone, JPEG bytes), ``COMPLEX_IMG`` (the
+  product "worn" in a scene, JPEG bytes), ``CATEGORY`` (one of the 10 official categories),
+  ``blip2_caption1`` (the product's caption, e.g. ``"a red striped circle"``). Image columns
+  are ``binary``, or with ``image_col_struct=True`` a ``struct<bytes: binary, path: string>``
+  the way HF ``datasets`` writes them.
+- ``distractors/part-XXXXX.parquet``: ``jpg`` (JPEG bytes), ``key``, ``url``, ``caption``,
+  ``width``, ``height`` (plus img2dataset's ``status``, ``error_message``,
+  ``original_width``, ``original_height``, ``sha256``). A distractor is one object alone,
+  the same kind of picture as ``SIMPLE_IMG``.
+
+Every JPEG has shortest side 256 and an aspect ratio up to 1.25 either way.
+
+Semantics: each category owns a fixed region of the scene (:func:`category_region`: Head at
+the top centre, Feet at the bottom, Bags on the left, ...). A ``COMPLEX_IMG`` shows the
+product in its category's region plus 2-3 other objects (each of another colour) in other
+categories' regions, on a faint mannequin. Which object is the target therefore depends on
+the condition: the category (where to look) or the caption (what to look for).
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
+import hashlib
+import logging
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
+from PIL import Image, ImageDraw
 
+from condsim.synthetic._io import atomic_write_parquet
 from condsim.synthetic.world import (
+    BACKGROUNDS,
+    COLOURS,
+    RGB,
+    ObjectSpec,
+    Region,
+    draw_clutter,
+    draw_items,
     jpeg_bytes,
     random_spec,
     render_alone,
-    render_scene,
     shortest_side_size,
 )
 
-CATEGORIES = (
+logger = logging.getLogger(__name__)
+
+CATEGORIES: tuple[str, ...] = (
     "Bags", "Feet", "Hands", "Head", "Lower Body",
     "Neck", "Outwear", "Upper Body", "Waist", "Whole Body",
 )
-_REGIONS = {
-    "Head": (0.5, 0.12), "Neck": (0.5, 0.3), "Upper Body": (0.5, 0.45),
-    "Outwear": (0.22, 0.4), "Hands": (0.82, 0.55), "Waist": (0.5, 0.62),
-    "Lower Body": (0.5, 0.76), "Feet": (0.5, 0.9), "Bags": (0.16, 0.72),
-    "Whole Body": (0.84, 0.2),
+"""The 10 official LRVS-F categories."""
+
+# (column, row) of each category on a 3 x 4 grid over the scene
+_GRID = {
+    "Outwear": (0, 0), "Head": (1, 0), "Neck": (2, 0),
+    "Hands": (0, 1), "Upper Body": (1, 1), "Whole Body": (2, 1),
+    "Bags": (0, 2), "Lower Body": (1, 2), "Waist": (2, 2),
+    "Feet": (1, 3),
 }
+_COLS, _ROWS, _MARGIN = 3, 4, 0.015
+
+DISTRACTOR_SCHEMA = pa.schema([
+    ("jpg", pa.binary()), ("key", pa.string()), ("url", pa.string()),
+    ("caption", pa.string()), ("width", pa.int64()), ("height", pa.int64()),
+    ("status", pa.string()), ("error_message", pa.string()),
+    ("original_width", pa.int64()), ("original_height", pa.int64()), ("sha256", pa.string()),
+])
+"""Columns of a distractor file (img2dataset's parquet output)."""
+
+IMAGE_STRUCT = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+"""The image type HF ``datasets`` writes (``image_col_struct=True``)."""
 
 
-def category_region(category: str) -> tuple[float, float]:
-    """Relative (x, y) centre of ``category``'s region in a worn scene."""
-    return _REGIONS[category]
+def category_region(category: str) -> Region:
+    """The region of the scene where objects of ``category`` are worn.
+
+    The scene is a 3 x 4 grid: top row Outwear | Head | Neck; then Hands | Upper Body |
+    Whole Body; then Bags | Lower Body | Waist; bottom row Feet (centre). Regions do not
+    overlap.
+    """
+    if category not in _GRID:
+        raise ValueError(f"unknown LRVS-F category {category!r}; categories: "
+                         f"{', '.join(CATEGORIES)}")
+    col, row = _GRID[category]
+    return Region(col / _COLS + _MARGIN, row / _ROWS + _MARGIN,
+                  (col + 1) / _COLS - _MARGIN, (row + 1) / _ROWS - _MARGIN)
 
 
-def _write_parquet(table: pa.Table, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _draw_mannequin(img: Image.Image, colour: RGB) -> None:
+    """A faint figure down the centre column (head, torso, legs) behind the objects."""
+    w, h = img.size
+    d = ImageDraw.Draw(img)
+    d.ellipse((0.42 * w, 0.03 * h, 0.58 * w, 0.22 * h), fill=colour)
+    d.rectangle((0.36 * w, 0.22 * h, 0.64 * w, 0.62 * h), fill=colour)
+    d.rectangle((0.38 * w, 0.62 * h, 0.48 * w, 0.95 * h), fill=colour)
+    d.rectangle((0.52 * w, 0.62 * h, 0.62 * w, 0.95 * h), fill=colour)
+
+
+def render_worn(
+    items: list[tuple[ObjectSpec, str]], size: tuple[int, int], rng: np.random.Generator
+) -> Image.Image:
+    """A "worn" scene: each ``(spec, category)`` drawn in :func:`category_region` of its
+    category, over a faint mannequin and background clutter."""
+    background = BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))]
+    img = Image.new("RGB", size, background)
+    shade = int(rng.integers(12, 22)) * (1 if sum(background) < 480 else -1)
+    _draw_mannequin(img, tuple(int(np.clip(v + shade, 0, 255))  # type: ignore[arg-type]
+                               for v in background))
+    draw_clutter(img, rng, 6, background)
+    draw_items(img, [(spec, category_region(cat)) for spec, cat in items], rng)
+    return img
+
+
+def _other_objects(
+    spec: ObjectSpec, category: str, rng: np.random.Generator
+) -> list[tuple[ObjectSpec, str]]:
+    """2-3 objects in other categories' regions, each of a colour unused in the scene."""
+    others = [c for c in CATEGORIES if c != category]
+    picks = rng.choice(len(others), size=int(rng.integers(2, 4)), replace=False)
+    used = {spec.colour}
+    out = []
+    for i in sorted(int(p) for p in picks):
+        free = [c for c in COLOURS if c not in used]
+        other = random_spec(rng, colours=free)
+        used.add(other.colour)
+        out.append((other, others[i]))
+    return out
 
 
 def _image_column(values: list[bytes], struct: bool) -> pa.Array:
     if not struct:
         return pa.array(values, pa.binary())
-    return pa.array([{"bytes": v, "path": None} for v in values],
-                    pa.struct([("bytes", pa.binary()), ("path", pa.string())]))
+    return pa.array([{"bytes": v, "path": None} for v in values], IMAGE_STRUCT)
+
+
+def _corrupt(data: bytes, i: int) -> bytes:
+    """Bytes no decoder accepts: a truncated JPEG (odd rows) or garbage with no JPEG header."""
+    if i % 2:
+        return data[: len(data) // 3]
+    return b"not a jpeg\x00" + hashlib.sha256(data).digest() * 4
+
+
+def _check_args(n_products: int, n_distractors: int, files: int, corrupt: int) -> None:
+    if n_products < 1:
+        raise ValueError(f"n_products must be >= 1, got {n_products}")
+    if n_distractors < 0:
+        raise ValueError(f"n_distractors must be >= 0, got {n_distractors}")
+    if files < 1:
+        raise ValueError(f"files must be >= 1, got {files}")
+    if not 0 <= corrupt <= n_distractors:
+        raise ValueError(f"corrupt_distractors must be in [0, n_distractors={n_distractors}], "
+                         f"got {corrupt}")
+
+
+def _products_table(n: int, rng: np.random.Generator, struct: bool) -> pa.Table:
+    # every category equally often (up to n % 10), in a seeded order
+    cats = [CATEGORIES[i % len(CATEGORIES)] for i in range(n)]
+    cats = [cats[int(i)] for i in rng.permutation(n)]
+    simple, complex_, caps = [], [], []
+    for cat in cats:
+        spec = random_spec(rng)
+        items = [(spec, cat), *_other_objects(spec, cat, rng)]
+        simple.append(jpeg_bytes(render_alone(spec, shortest_side_size(rng), rng)))
+        complex_.append(jpeg_bytes(render_worn(items, shortest_side_size(rng), rng)))
+        caps.append(spec.caption())
+    return pa.table({
+        "SIMPLE_IMG": _image_column(simple, struct),
+        "COMPLEX_IMG": _image_column(complex_, struct),
+        "CATEGORY": pa.array(cats, pa.string()),
+        "blip2_caption1": pa.array(caps, pa.string()),
+    })
+
+
+def _distractor_table(rows: range, corrupt: set[int], rng: np.random.Generator) -> pa.Table:
+    cols: dict[str, list] = {name: [] for name in DISTRACTOR_SCHEMA.names}
+    for i in rows:
+        spec = random_spec(rng)
+        w, h = shortest_side_size(rng)
+        data = jpeg_bytes(render_alone(spec, (w, h), rng))
+        if i in corrupt:
+            data = _corrupt(data, i)
+        key = f"{i:09d}"
+        for name, value in (
+            ("jpg", data), ("key", key), ("url", f"https://example.invalid/{key}.jpg"),
+            ("caption", spec.caption()), ("width", w), ("height", h), ("status", "success"),
+            ("error_message", None), ("original_width", w), ("original_height", h),
+            ("sha256", hashlib.sha256(data).hexdigest()),
+        ):
+            cols[name].append(value)
+    return pa.table(cols, schema=DISTRACTOR_SCHEMA)
 
 
 def write_lrvsf(
@@ -71,51 +204,34 @@ def write_lrvsf(
     corrupt_distractors: int = 0,
     image_col_struct: bool = False,
 ) -> Path:
-    """Write the synthetic set to ``out_dir``; deterministic for ``seed``."""
-    out = Path(out_dir)
-    rng = np.random.default_rng([seed, 0x15F])
-    simple, complex_, cats, caps = [], [], [], []
-    for _ in range(n_products):
-        cat = CATEGORIES[int(rng.integers(len(CATEGORIES)))]
-        spec = random_spec(rng)
-        others = [c for c in CATEGORIES if c != cat]
-        picks = rng.choice(len(others), size=int(rng.integers(2, 4)), replace=False)
-        items = [(spec, category_region(cat))]
-        items += [(random_spec(rng), category_region(others[int(i)])) for i in picks]
-        simple.append(jpeg_bytes(render_alone(spec, shortest_side_size(rng), rng)))
-        complex_.append(jpeg_bytes(render_scene(items, shortest_side_size(rng), rng)))
-        cats.append(cat)
-        caps.append(f"{spec.caption()} worn as {cat.lower()}")
-    _write_parquet(pa.table({
-        "SIMPLE_IMG": _image_column(simple, image_col_struct),
-        "COMPLEX_IMG": _image_column(complex_, image_col_struct),
-        "CATEGORY": pa.array(cats, pa.string()),
-        "blip2_caption1": pa.array(caps, pa.string()),
-    }), out / "products.parquet")
+    """Write a synthetic LRVS-F test set to ``out_dir`` and return ``out_dir``.
 
-    corrupt = set(rng.choice(n_distractors, size=min(corrupt_distractors, n_distractors),
-                             replace=False).tolist()) if corrupt_distractors else set()
-    per_file = max(1, -(-n_distractors // max(files, 1)))
-    for f, start in enumerate(range(0, n_distractors, per_file)):
-        rows = range(start, min(n_distractors, start + per_file))
-        jpgs, keys, captions, widths, heights = [], [], [], [], []
-        for i in rows:
-            spec = random_spec(rng)
-            size = shortest_side_size(rng)
-            data = jpeg_bytes(render_alone(spec, size, rng))
-            if i in corrupt:
-                data = data[: len(data) // 3] if i % 2 else b"not a jpeg" + data[:50]
-            jpgs.append(data)
-            keys.append(f"{i:09d}")
-            captions.append(spec.caption())
-            widths.append(size[0])
-            heights.append(size[1])
-        _write_parquet(pa.table({
-            "jpg": pa.array(jpgs, pa.binary()),
-            "key": keys,
-            "url": [f"https://example.invalid/{k}.jpg" for k in keys],
-            "caption": captions,
-            "width": pa.array(widths, pa.int64()),
-            "height": pa.array(heights, pa.int64()),
-        }), out / "distractors" / f"part-{f:05d}.parquet")
+    ``n_distractors`` are split over exactly ``files`` files ``distractors/part-XXXXX.parquet``
+    (stale ``part-*.parquet`` files of an earlier, larger write are removed).
+    ``corrupt_distractors=k`` replaces ``k`` distractor images (seeded choice) by bytes that do
+    not decode, for bad-input tests. Same arguments => byte-identical files.
+    """
+    _check_args(n_products, n_distractors, files, corrupt_distractors)
+    out = Path(out_dir)
+    products_rng, dist_rng, corrupt_rng = (np.random.default_rng([seed, 0x15F, k])
+                                           for k in range(3))
+    atomic_write_parquet(out / "products.parquet",
+                         _products_table(n_products, products_rng, image_col_struct))
+
+    corrupt = {int(i) for i in corrupt_rng.choice(n_distractors, size=corrupt_distractors,
+                                                  replace=False)} if corrupt_distractors else set()
+    bounds = np.linspace(0, n_distractors, files + 1).round().astype(int)
+    written = set()
+    for f in range(files):
+        path = out / "distractors" / f"part-{f:05d}.parquet"
+        table = _distractor_table(range(bounds[f], bounds[f + 1]), corrupt, dist_rng)
+        atomic_write_parquet(path, table)
+        written.add(path.name)
+    for stale in sorted((out / "distractors").glob("part-*.parquet")):
+        if stale.name not in written:
+            logger.info("removing stale distractor file %s", stale)
+            stale.unlink()
+    logger.info("wrote synthetic LRVS-F set to %s: %d products, %d distractors in %d files "
+                "(%d corrupt), seed %d", out, n_products, n_distractors, files,
+                corrupt_distractors, seed)
     return out
