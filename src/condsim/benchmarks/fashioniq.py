@@ -108,7 +108,9 @@ def evaluate_fashioniq(model: Any, cfg: FashionIQConfig, out_dir: str | Path | N
         metrics["categories"][cat] = {
             "recall": summarize_recalls(rec, KS, seed=cfg.seed + 10 * ci,
                                         n_resamples=cfg.n_bootstrap),
-            "n_queries": len(caps), "gallery_size": len(asins)}
+            "n_queries": len(caps), "gallery_size": len(asins),
+            "per_query": {f"recall_at_{k}": rec[:, j].tolist() for j, k in enumerate(KS)},
+            "query_ids": [f"{i}:{e['candidate']}->{e['target']}" for i, e in enumerate(caps)]}
         for j, k in enumerate(KS):
             columns[k].append(rec[:, j])
     for k in KS:

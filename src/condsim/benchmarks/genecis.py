@@ -240,19 +240,9 @@ def task_table_rows(result: RunResult) -> list[tuple[str, ...]]:
 
 def paired_task_comparison(a: RunResult, b: RunResult, *, seed: int = 0,
                            n_resamples: int = 2000) -> list[dict[str, Any]]:
-    """Per task, paired bootstrap of R@1 differences ``b - a`` over the same queries."""
-    from condsim.metrics.bootstrap import paired_bootstrap
+    """Per task, paired bootstrap of R@1 differences ``b - a`` over the same queries (see
+    :func:`condsim.benchmarks.retrieval.paired_comparison`, which also gives the average)."""
+    from condsim.benchmarks.retrieval import paired_comparison
 
-    out = []
-    common: Sequence[str] = [t for t in a.metrics["tasks"] if t in b.metrics["tasks"]]
-    if not common:
-        raise DataError("the two runs share no GeneCIS task")
-    for task in common:
-        ma, mb = a.metrics["tasks"][task], b.metrics["tasks"][task]
-        if ma["query_ids"] != mb["query_ids"]:
-            raise DataError(f"{task}: the runs evaluated different queries; cannot pair them")
-        test = paired_bootstrap(np.asarray(ma["per_query"]["1"]),
-                                np.asarray(mb["per_query"]["1"]),
-                                seed=seed, n_resamples=n_resamples)
-        out.append({"task": task, **test.to_dict()})
-    return out
+    cmp = paired_comparison(a, b, seed=seed, n_resamples=n_resamples)
+    return [{"task": r["group"], **r} for r in cmp["groups"]]

@@ -106,7 +106,9 @@ def evaluate_mitstates(model: Any, cfg: MitStatesConfig, out_dir: str | Path | N
         rec[s:s + len(block)] = expected_any_hit_at_k(scores, relevant, KS)
     metrics = {"recall": summarize_recalls(rec, KS, seed=cfg.seed, n_resamples=cfg.n_bootstrap),
                "n_queries": len(queries), "gallery_size": len(items),
-               "per_query": {"recall_at_1": rec[:, 0].tolist()}}
+               "per_query": {"recall_at_1": rec[:, 0].tolist()},
+               "query_ids": [f"{items[i][2].parent.name}/{items[i][2].name}->{a}"
+                             for i, a in queries]}
     res = RunResult(
         benchmark="mitstates", model=model.meta.to_dict(),
         protocol={**META.to_dict(), "ks": list(KS), "complete_text": cfg.complete_text,

@@ -124,3 +124,112 @@ def average_ci(
     low, high = np.quantile(means, [a, 1 - a])
     return {"mean": float(np.mean([np.mean(c) for c in columns])), "ci_low": float(low),
             "ci_high": float(high)}
+
+
+# --- paired comparison of two runs (``condsim compare``) -----------------------------------
+
+# Per benchmark: where the per-query values of the compared metric live.
+# ``(metric label, groups key or None, per_query key)``: with a groups key, each group
+# (GeneCIS task, FashionIQ category) has its own ``per_query`` and ``query_ids``.
+PER_QUERY_LAYOUT: dict[str, tuple[str, str | None, str]] = {
+    "genecis": ("R@1", "tasks", "1"),
+    "fashioniq": ("R@10", "categories", "recall_at_10"),
+    "cirr": ("R@1", None, "recall_at_1"),
+    "mitstates": ("R@1", None, "recall_at_1"),
+    "circo": ("mAP@10", None, "map_at_10"),
+}
+
+
+def per_query_groups(result: Any) -> tuple[str, dict[str, tuple[list[Any] | None, np.ndarray]]]:
+    """``(metric label, {group: (query ids or None, per-query values)})`` of a run."""
+    layout = PER_QUERY_LAYOUT.get(result.benchmark)
+    if layout is None:
+        raise DataError(f"condsim compare pairs per-query values; {result.benchmark!r} runs have "
+                        f"none (benchmarks: {', '.join(PER_QUERY_LAYOUT)}); use condsim report")
+    label, groups_key, pq_key = layout
+    blocks = (result.metrics.get(groups_key, {}) if groups_key
+              else {result.benchmark: result.metrics})
+    out = {}
+    for group, m in blocks.items():
+        values = (m.get("per_query") or {}).get(pq_key)
+        if values is None:
+            raise DataError(f"{result.benchmark} run of {result.model.get('name')}: no per-query "
+                            f"{label} for {group} (written by an older condsim?)")
+        out[group] = (m.get("query_ids"), np.asarray(values, np.float64))
+    return label, out
+
+
+def _pair(group: str, a: tuple[list[Any] | None, np.ndarray],
+          b: tuple[list[Any] | None, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Values of the queries both runs evaluated, in the same order (by query id)."""
+    (ids_a, va), (ids_b, vb) = a, b
+    if ids_a is None or ids_b is None:
+        if va.shape != vb.shape:
+            raise DataError(f"{group}: runs without query ids must have the same queries")
+        return va, vb
+    pos_b = {str(q): i for i, q in enumerate(ids_b)}
+    rows = [(i, pos_b[str(q)]) for i, q in enumerate(ids_a) if str(q) in pos_b]
+    if not rows:
+        raise DataError(f"{group}: the two runs share no query; cannot pair them")
+    ia, ib = (np.array(c) for c in zip(*rows, strict=True))
+    return va[ia], vb[ib]
+
+
+def _row(group: str, label: str, a: np.ndarray, b: np.ndarray, diffs: np.ndarray, *,
+         n_resamples: int, seed: int, threshold: float, level: float = 0.95) -> dict[str, Any]:
+    """One comparison row from the observed means and resampled mean differences ``diffs``."""
+    al = (1.0 - level) / 2.0
+    low, high = (float(v) for v in np.quantile(diffs, [al, 1.0 - al]))
+    le = (np.count_nonzero(diffs <= 0) + 1) / (n_resamples + 1)
+    ge = (np.count_nonzero(diffs >= 0) + 1) / (n_resamples + 1)
+    diff = float(b - a)
+    significant = low > 0 or high < 0
+    return {
+        "group": group, "metric": label, "a": float(a), "b": float(b), "diff": diff,
+        "ci_low": low, "ci_high": high, "p_value": min(1.0, 2.0 * min(le, ge)),
+        "significant": significant, "exceeds_threshold": abs(diff) > threshold,
+        "n_resamples": n_resamples, "seed": seed, "level": level,
+    }
+
+
+def paired_comparison(a: Any, b: Any, *, seed: int = 0, n_resamples: int = 2000,
+                      threshold: float = 0.002) -> dict[str, Any]:
+    """Paired bootstrap of ``B - A`` per group (GeneCIS task, FashionIQ category, or the whole
+    benchmark) and, with several groups, of the average over groups (GeneCIS' headline).
+
+    Per group, with ``d_i = b_i - a_i`` over the queries both runs evaluated (matched by query
+    id): resample queries with replacement (``numpy.random.default_rng(seed + 101 g)``), the
+    CI is the percentile interval of resampled ``mean(d)``, the two-sided p-value
+    ``min(1, 2 min(P(d_b <= 0), P(d_b >= 0)))`` with the ``(count + 1) / (n + 1)`` correction.
+    The average row resamples each group independently with the same draws and averages the
+    group means. ``significant``: the CI excludes 0; ``exceeds_threshold``: ``|diff| >
+    threshold`` (GeneCIS: gains above 0.2% average R@1 are called significant).
+    """
+    if a.benchmark != b.benchmark:
+        raise DataError(f"cannot compare a {a.benchmark} run with a {b.benchmark} run")
+    label, ga = per_query_groups(a)
+    _, gb = per_query_groups(b)
+    common = [g for g in ga if g in gb]
+    if not common:
+        raise DataError(f"the two {a.benchmark} runs share no group (task/category)")
+    rows, resampled, means_a, means_b = [], [], [], []
+    for gi, group in enumerate(common):
+        va, vb = _pair(group, ga[group], gb[group])
+        d = _resampled_means(vb - va, n_resamples, seed + 101 * gi)
+        rows.append({**_row(group, label, va.mean(), vb.mean(), d, n_resamples=n_resamples,
+                            seed=seed + 101 * gi, threshold=threshold), "n": int(va.size)})
+        resampled.append(d)
+        means_a.append(va.mean())
+        means_b.append(vb.mean())
+    average = None
+    if len(common) > 1:
+        average = {**_row(f"average {label}", label, np.mean(means_a), np.mean(means_b),
+                          np.mean(resampled, axis=0), n_resamples=n_resamples, seed=seed,
+                          threshold=threshold), "n": int(sum(r["n"] for r in rows))}
+    differing = {k: [a.protocol.get(k), b.protocol.get(k)]
+                 for k in sorted(set(a.protocol) | set(b.protocol))
+                 if k not in ("encoder_passes",) and a.protocol.get(k) != b.protocol.get(k)}
+    return {"schema": "condsim.compare/1", "benchmark": a.benchmark,
+            "model_a": a.model.get("name"), "model_b": b.model.get("name"),
+            "metric": label, "threshold": threshold, "groups": rows, "average": average,
+            "protocol_differences": differing}

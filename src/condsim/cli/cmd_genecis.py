@@ -1,4 +1,4 @@
-"""``condsim eval genecis``, ``condsim synth genecis``, ``condsim compare``."""
+"""``condsim eval genecis`` and ``condsim synth genecis``."""
 
 from __future__ import annotations
 
@@ -27,6 +27,9 @@ def register(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typer) ->
         seed: int = typer.Option(0, help="Seed of the bootstrap CIs."),
         bootstrap: int = typer.Option(1000, help="Bootstrap resamples for CIs."),
         max_missing: int = typer.Option(0, help="Missing image files tolerated (skipped)."),
+        on_duplicate: str = typer.Option(
+            "drop", help="A gallery entry repeating the target or another entry: drop (either "
+            "copy is correct; the published change_object.json has one) | error."),
         out: Path = typer.Option(Path("runs/genecis"), "--out", help="Output directory."),
         batch_size: int = typer.Option(64),
         workers: int = typer.Option(2, help="Decode/crop worker processes."),
@@ -42,8 +45,9 @@ def register(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typer) ->
             annotations=str(annotations), coco_root=str(coco_root) if coco_root else None,
             vg_roots=tuple(str(p) for p in vg_root),
             tasks=tuple(t.strip() for t in tasks.split(",") if t.strip()), crop=crop,
-            seed=seed, n_bootstrap=bootstrap, max_missing=max_missing, batch_size=batch_size,
-            num_workers=workers, cache_dir=str(cache_dir) if cache_dir else None,
+            seed=seed, n_bootstrap=bootstrap, max_missing=max_missing, on_duplicate=on_duplicate,
+            batch_size=batch_size, num_workers=workers,
+            cache_dir=str(cache_dir) if cache_dir else None,
         )
         encoder = create_model(model)
         with rich_progress() as progress:
@@ -55,6 +59,10 @@ def register(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typer) ->
             table.add_row(*row)
         console.print(table)
         h = result.headline
+        p = result.protocol["encoder_passes"]
+        console.print(f"encoder passes: {p['unique']:,} unique images/crops/queries vs "
+                      f"{p['per_query_loop']:,} for a per-query loop ({p['ratio']:.1f}x fewer); "
+                      f"{p['encoded_now']:,} encoded now (rest from the cache)")
         console.print(f"average R@1: {h['mean'] * 100:.2f} [{h['ci_low'] * 100:.2f}, "
                       f"{h['ci_high'] * 100:.2f}]; wrote {out / 'results.json'}")
 
@@ -62,41 +70,15 @@ def register(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typer) ->
     def synth_genecis(
         out: Path = typer.Option(..., "--out", help="Output folder."),
         per_task: int = typer.Option(50, help="Templates per task."),
+        gallery_size: int = typer.Option(15, help="Candidates per template (target included)."),
         seed: int = typer.Option(0),
     ) -> None:
         """Write a synthetic GeneCIS set (COCO/VG-style images + the four task JSONs)."""
         from condsim.synthetic.genecis import write_genecis
 
-        path = write_genecis(out, n_per_task=per_task, seed=seed)
+        path = write_genecis(out, n_per_task=per_task, gallery_size=gallery_size, seed=seed)
         console.print(
             f"wrote {path}: --annotations {path / 'annotations'} --coco-root "
             f"{path / 'coco' / 'val2017'} --vg-root {path / 'vg' / 'VG_100K'} "
             f"--vg-root {path / 'vg' / 'VG_100K_2'}"
         )
-
-    @app.command("compare")
-    def compare(
-        run_a: Path = typer.Argument(..., help="Baseline run directory (results.json)."),
-        run_b: Path = typer.Argument(..., help="Run to compare against the baseline."),
-        seed: int = typer.Option(0, help="Seed of the paired bootstrap."),
-        threshold: float = typer.Option(
-            0.002, help="Smallest difference called meaningful (GeneCIS paper: 0.2% R@1)."),
-    ) -> None:
-        """Paired bootstrap per task of R@1 (B - A): difference, 95% CI, p-value, and whether
-        it is significant (CI excludes 0) and larger than the threshold."""
-        from condsim.benchmarks.genecis import paired_task_comparison
-        from condsim.results.run_result import load_result
-
-        a, b = load_result(run_a), load_result(run_b)
-        rows = paired_task_comparison(a, b, seed=seed)
-        table = Table(title=f"{b.model['name']} - {a.model['name']} (R@1, paired bootstrap)")
-        for col in ("task", "diff", "95% CI", "p", "verdict"):
-            table.add_column(col)
-        for r in rows:
-            sig = r["ci_low"] > 0 or r["ci_high"] < 0
-            verdict = ("significant" if sig else "not significant") + (
-                f", |diff| > {threshold * 100:.1f}%" if abs(r["diff"]) > threshold else "")
-            table.add_row(r["task"], f"{r['diff'] * 100:+.2f}",
-                          f"[{r['ci_low'] * 100:+.2f}, {r['ci_high'] * 100:+.2f}]",
-                          f"{r['p_value']:.4f}", verdict)
-        console.print(table)

@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "condsim.cli.cmd_demo",
     "condsim.cli.cmd_genecis",
     "condsim.cli.cmd_cirr",
+    "condsim.cli.cmd_compare",
     "condsim.cli.cmd_report",
     "condsim.cli.cmd_cache",
     "condsim.cli.cmd_encode",
