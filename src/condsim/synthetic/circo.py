@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from condsim.results.run_result import atomic_write_text
-from condsim.synthetic.world import COLOURS, SHAPES, ObjectSpec, jpeg_bytes, render_alone
+from condsim.synthetic.world import BASIC_SHAPES, COLOURS, ObjectSpec, jpeg_bytes, render_alone
 
 ASPECTS = ("cardinality", "addition", "negation", "direct_addressing", "compare_change",
            "comparative_statement", "statement_with_conjunction",
@@ -22,7 +22,7 @@ def write_circo(out_dir: str | Path, *, n_queries: int = 30, seed: int = 0) -> P
     by_spec: dict[ObjectSpec, list[int]] = {}
     image_id = 1
     for _copy in range(3):
-        for s in SHAPES:
+        for s in BASIC_SHAPES:
             for c in COLOURS:
                 spec = ObjectSpec(s, c)
                 path = out / "unlabeled2017" / f"{image_id:012d}.jpg"

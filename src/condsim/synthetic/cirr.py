@@ -12,14 +12,14 @@ from pathlib import Path
 import numpy as np
 
 from condsim.results.run_result import atomic_write_text
-from condsim.synthetic.world import COLOURS, SHAPES, ObjectSpec, render_alone
+from condsim.synthetic.world import BASIC_SHAPES, COLOURS, ObjectSpec, render_alone
 
 
 def write_cirr(out_dir: str | Path, *, n_queries: int = 40, seed: int = 0) -> Path:
     out = Path(out_dir)
     rng = np.random.default_rng([seed, 0xC122])
     colours = list(COLOURS)
-    specs = [ObjectSpec(s, c) for s in SHAPES for c in colours]
+    specs = [ObjectSpec(s, c) for s in BASIC_SHAPES for c in colours]
     for split, folder in (("val", "dev"), ("test1", "test1")):
         names = {}
         for i, spec in enumerate(specs):

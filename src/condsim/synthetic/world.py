@@ -36,6 +36,9 @@ SHAPES: tuple[str, ...] = (
 )
 """Object shapes (nouns in captions)."""
 
+BASIC_SHAPES: tuple[str, ...] = SHAPES[:6]
+"""The first six shapes (the world's original set; the CIRR/CIRCO writers keep their sizes)."""
+
 COLOURS: dict[str, RGB] = {
     "red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220),
     "yellow": (235, 205, 30), "purple": (140, 50, 180), "orange": (245, 130, 20),
