@@ -2,13 +2,16 @@
 
 mAP@{5,10,25,50} (:func:`condsim.metrics.ap.average_precision_at_k`, normalised by
 ``min(#gt, K)``; ties broken against the ground truth, a lower bound), Recall@{5,10,25,50} on
-``target_img_id`` (tie-safe expected recall), semantic mAP@10 per aspect; the reference image is
-removed from the ranking. Test: :func:`write_submission` gives ``{"<id>": [top-50 ids]}``.
+``target_img_id`` (tie-safe expected recall), semantic mAP@10 per aspect. The reference image is
+removed from the ranking by default (``remove_reference``; CIRCO's own evaluation scores
+whatever predictions it is given, and a reference is never one of its ground truths).
+Test: :func:`write_submission` gives ``{"<id>": [top-50 ids]}``.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +30,8 @@ from condsim.paths import default_cache_dir
 from condsim.progress import ProgressFactory, no_progress
 from condsim.results.run_result import RunResult, atomic_write_text
 
+logger = logging.getLogger(__name__)
+
 KS = (5, 10, 25, 50)
 META = BenchmarkMeta(
     name="circo", description="CIRCO val: mAP@K with multiple ground truths",
@@ -39,13 +44,20 @@ META = BenchmarkMeta(
 class CircoConfig:
     root: str  # holds annotations/{val,test}.json and unlabeled2017/
     split: str = "val"
+    remove_reference: bool = True
     seed: int = 0
     n_bootstrap: int = 1000
+    max_missing: int = 0
+    batch_size: int = 64
     num_workers: int = 0
     cache_dir: str | None = None
+    query_block: int = 256
 
 
-def _read(cfg: CircoConfig) -> tuple[list[dict[str, Any]], list[int]]:
+def _read(cfg: CircoConfig) -> tuple[list[dict[str, Any]], list[int], dict[str, int]]:
+    """Validated queries, the gallery's image ids (sorted) and skip counts. Queries whose
+    reference or ground-truth images are not in ``unlabeled2017/`` are skipped when there are
+    at most ``max_missing`` such images, else the run fails."""
     path = Path(cfg.root) / "annotations" / f"{cfg.split}.json"
     data = load_json(path, "CIRCO annotation file")
     if not isinstance(data, list) or not data:
@@ -53,42 +65,107 @@ def _read(cfg: CircoConfig) -> tuple[list[dict[str, Any]], list[int]]:
     need = ["id", "reference_img_id", "relative_caption"]
     if cfg.split == "val":
         need += ["target_img_id", "gt_img_ids"]
+    seen: set[str] = set()
     for i, e in enumerate(data):
         missing = [k for k in need if not isinstance(e, dict) or k not in e]
         if missing:
             raise DataError(f"{path} entry {i}: missing key(s) {missing}")
-    folder = Path(cfg.root) / "unlabeled2017"
-    ids = sorted(int(p.stem) for p in folder.glob("*.jpg"))
+        if str(e["id"]) in seen:
+            raise DataError(f"{path} entry {i}: duplicate query id {e['id']!r}")
+        seen.add(str(e["id"]))
+        try:
+            images = [int(v) for v in (e["reference_img_id"], *e.get("gt_img_ids", []))]
+        except (TypeError, ValueError) as exc:
+            raise DataError(f"{path} entry {i}: image ids must be integers") from exc
+        if cfg.split == "val" and int(e["target_img_id"]) not in images[1:]:
+            raise DataError(f"{path} entry {i}: target_img_id must be one of gt_img_ids")
+    folder = gallery_folder(cfg.root)
+    listed = _listed_ids(cfg.root)
+    present = {int(p.stem) for p in folder.glob("*.jpg") if p.stem.isdigit()}
+    ids = sorted(present if listed is None else set(listed) & present)
     if not ids:
-        raise DataError(f"{folder}: no gallery images")
+        raise DataError(f"{folder}: no gallery images (%012d.jpg)")
     known = set(ids)
-    for i, e in enumerate(data):
-        for img in [e["reference_img_id"], *e.get("gt_img_ids", [])]:
-            if int(img) not in known:
-                raise DataError(f"{path} entry {i}: image {img} not in {folder}")
-    return data, ids
+    needed = {int(v) for e in data for v in (e["reference_img_id"], *e.get("gt_img_ids", []))}
+    if listed is not None:
+        needed |= set(listed)  # the gallery itself is listed: count its missing files too
+    absent = sorted(needed - known)
+    if len(absent) > cfg.max_missing:
+        raise DataError(f"CIRCO {cfg.split}: {len(absent)} referenced image(s) missing from "
+                        f"{folder} (allowed: {cfg.max_missing}), e.g. {absent[:3]}; check the "
+                        "folder or raise --max-missing")
+    kept = [e for e in data
+            if all(int(v) in known for v in (e["reference_img_id"], *e.get("gt_img_ids", [])))]
+    if not kept:
+        raise DataError(f"CIRCO {cfg.split}: every query needs a missing image")
+    if absent:
+        logger.warning("CIRCO %s: %d missing images; %d queries skipped", cfg.split,
+                       len(absent), len(data) - len(kept))
+    return kept, ids, {"missing_files": len(absent), "queries": len(data) - len(kept)}
 
 
-def _scores(model: Any, cfg: CircoConfig, progress: ProgressFactory
-            ) -> tuple[list[dict[str, Any]], list[int], np.ndarray]:
-    data, ids = _read(cfg)
-    folder = Path(cfg.root) / "unlabeled2017"
+def gallery_folder(root: str | Path) -> Path:
+    """``ROOT/unlabeled2017`` or, in the official download layout,
+    ``ROOT/COCO2017_unlabeled/unlabeled2017``."""
+    root = Path(root)
+    for folder in (root / "unlabeled2017", root / "COCO2017_unlabeled" / "unlabeled2017"):
+        if folder.is_dir():
+            return folder
+    raise DataError(f"{root}: no unlabeled2017/ (or COCO2017_unlabeled/unlabeled2017/) folder")
+
+
+def _listed_ids(root: str | Path) -> list[int] | None:
+    """Gallery ids from COCO's ``image_info_unlabeled2017.json`` when it is present (then
+    missing gallery files can be counted), else ``None`` (the gallery is the folder)."""
+    root = Path(root)
+    for path in (root / "COCO2017_unlabeled" / "annotations" / "image_info_unlabeled2017.json",
+                 root / "annotations" / "image_info_unlabeled2017.json"):
+        if path.is_file():
+            info = load_json(path, "COCO image info file")
+            try:
+                return [int(img["id"]) for img in info["images"]]
+            except (KeyError, TypeError, ValueError) as exc:
+                raise DataError(f"{path}: expected {{'images': [{{'id': ...}}, ...]}}") from exc
+    return None
+
+
+@dataclass
+class _Encoded:
+    data: list[dict[str, Any]]
+    ids: list[int]
+    queries: np.ndarray  # (Q, D)
+    gallery: np.ndarray  # (N, D)
+    ref_cols: np.ndarray  # (Q,) gallery column of each query's reference
+    skipped: dict[str, int]
+
+    def scores(self, start: int, stop: int, remove_reference: bool) -> np.ndarray:
+        """Scores of queries ``start:stop`` against the gallery (float64); the reference
+        at ``-inf`` when removed."""
+        s = (self.queries[start:stop] @ self.gallery.T).astype(np.float64)
+        if remove_reference:
+            s[np.arange(stop - start), self.ref_cols[start:stop]] = -np.inf
+        return s
+
+
+def _encode(model: Any, cfg: CircoConfig, progress: ProgressFactory) -> _Encoded:
+    data, ids, skipped = _read(cfg)
+    folder = gallery_folder(cfg.root)
     refs = [ImageRef(str(folder / f"{i:012d}.jpg")) for i in ids]
     cache = EmbeddingCache(cfg.cache_dir or default_cache_dir(), model.meta)
     digests = FileDigests()
-    g, g_err, _ = encode_unique(model, cache, refs, digests, num_workers=cfg.num_workers,
+    enc = {"batch_size": cfg.batch_size, "num_workers": cfg.num_workers}
+    g, g_err, _ = encode_unique(model, cache, refs, digests,
                                 progress=progress("encode CIRCO gallery", len(refs)),
-                                what="CIRCO gallery")
+                                what="CIRCO gallery", **enc)
     col = {i: j for j, i in enumerate(ids)}
-    q, q_err, _ = encode_unique(model, cache, [refs[col[int(e["reference_img_id"])]] for e in data],
-                                digests, [str(e["relative_caption"]) for e in data],
-                                num_workers=cfg.num_workers, what="CIRCO queries",
-                                progress=progress("encode CIRCO queries", len(data)))
+    ref_cols = np.array([col[int(e["reference_img_id"])] for e in data])
+    q, q_err, _ = encode_unique(model, cache, [refs[c] for c in ref_cols], digests,
+                                [str(e["relative_caption"]) for e in data], what="CIRCO queries",
+                                progress=progress("encode CIRCO queries", len(data)), **enc)
     if g_err or q_err:
-        raise DataError(f"CIRCO: {len(g_err) + len(q_err)} images cannot be decoded")
-    scores = (q @ g.T).astype(np.float64)
-    scores[np.arange(len(data)), [col[int(e["reference_img_id"])] for e in data]] = -np.inf
-    return data, ids, scores
+        raise DataError(f"CIRCO: {len(g_err) + len(q_err)} images cannot be decoded; first: "
+                        f"{next(iter({**g_err, **q_err}.values()))}")
+    return _Encoded(data, ids, q, g, ref_cols, skipped)
 
 
 def evaluate_circo(model: Any, cfg: CircoConfig, out_dir: str | Path | None = None, *,
@@ -96,7 +173,9 @@ def evaluate_circo(model: Any, cfg: CircoConfig, out_dir: str | Path | None = No
     """Score CIRCO val and (with ``out_dir``) write ``results.json``."""
     if cfg.split != "val":
         raise DataError("CIRCO test has no ground truth: use write_submission")
-    data, ids, scores = _scores(model, cfg, progress)
+    enc = _encode(model, cfg, progress)
+    data, ids = enc.data, enc.ids
+    scores = enc.scores(0, len(data), cfg.remove_reference)
     col = {i: j for j, i in enumerate(ids)}
     gts = [np.array([col[int(i)] for i in dict.fromkeys(e["gt_img_ids"])]) for e in data]
     ap = map_at_ks(scores, gts, KS)
@@ -116,7 +195,7 @@ def evaluate_circo(model: Any, cfg: CircoConfig, out_dir: str | Path | None = No
     }
     from condsim.results.failures import collect_failures, file_ref
 
-    folder = Path(cfg.root) / "unlabeled2017"
+    folder = gallery_folder(cfg.root)
     failures = collect_failures(
         scores, np.array([col[int(e["target_img_id"])] for e in data]),
         query_image=lambda i: file_ref(folder / f"{int(data[i]['reference_img_id']):012d}.jpg"),
@@ -125,11 +204,11 @@ def evaluate_circo(model: Any, cfg: CircoConfig, out_dir: str | Path | None = No
         query_ids=[e["id"] for e in data], limit=12)
     res = RunResult(
         benchmark="circo", model=model.meta.to_dict(),
-        protocol={**META.to_dict(), "ks": list(KS), "reference_removed": True,
+        protocol={**META.to_dict(), "ks": list(KS), "reference_removed": cfg.remove_reference,
                   "tie_rule": "mAP: ties against the ground truth; recall: expected",
                   "bootstrap": {"n_resamples": cfg.n_bootstrap, "seed": cfg.seed}},
         seed=cfg.seed, headline={"name": "map_at_10", **metrics["map"]["10"]},
-        metrics=metrics, extra={"config": asdict(cfg), "failures": failures},
+        metrics=metrics, skipped=enc.skipped, extra={"config": asdict(cfg), "failures": failures},
     )
     if out_dir is not None:
         res.save(Path(out_dir) / "results.json")
@@ -138,12 +217,20 @@ def evaluate_circo(model: Any, cfg: CircoConfig, out_dir: str | Path | None = No
 
 def write_submission(model: Any, cfg: CircoConfig, out_dir: str | Path, *,
                      progress: ProgressFactory = no_progress) -> Path:
-    """``{"<query id>": [top-50 image ids]}`` for every query (reference excluded)."""
-    data, ids, scores = _scores(model, cfg, progress)
+    """``{"<query id>": [top-50 image ids]}`` for every query (reference excluded unless
+    ``remove_reference`` is off), scored in blocks of ``query_block`` queries."""
+    enc = _encode(model, cfg, progress)
+    if enc.skipped["queries"]:
+        logger.warning("CIRCO %s submission: %d queries skipped (missing images); the server "
+                       "expects every query id", cfg.split, enc.skipped["queries"])
     sub = {}
-    for i, e in enumerate(data):
-        order = np.argsort(-scores[i], kind="stable")[:51]
-        sub[str(e["id"])] = [ids[j] for j in order if np.isfinite(scores[i, j])][:50]
+    for start in range(0, len(enc.data), cfg.query_block):
+        stop = min(len(enc.data), start + cfg.query_block)
+        scores = enc.scores(start, stop, cfg.remove_reference)
+        for i in range(stop - start):
+            order = np.argsort(-scores[i], kind="stable")[:51]
+            sub[str(enc.data[start + i]["id"])] = [
+                enc.ids[j] for j in order if np.isfinite(scores[i, j])][:50]
     return atomic_write_text(Path(out_dir) / f"circo_{cfg.split}_submission.json",
                              json.dumps(sub))
 

@@ -58,13 +58,23 @@ class CirrConfig:
 
 
 def cirr_scores(model: Any, cfg: CirrConfig, progress: ProgressFactory = no_progress
-                ) -> tuple[list, list[str], np.ndarray, dict[str, Any]]:
-    """Queries, gallery names, ``(Q, N)`` scores with the reference at ``-inf``, and the
-    gallery (name -> ImageRef)."""
+                ) -> tuple[list, list[str], np.ndarray, dict[str, Any], dict[str, int]]:
+    """Queries, gallery names, ``(Q, N)`` scores with the reference at ``-inf``, the gallery
+    (name -> ImageRef) and skip counts. Missing image files (at most ``max_missing``) leave
+    the gallery, and the queries that need them are skipped."""
     queries, gallery = read_cirr(cfg.root, cfg.split, cfg.img_root)
+    missing = check_files(list(gallery.values()), cfg.max_missing, f"CIRR {cfg.split}")
+    skipped = {"missing_files": len(missing), "queries": 0}
+    if missing:
+        gallery = {n: r for n, r in gallery.items() if r.path not in missing}
+        kept = [q for q in queries
+                if all(n in gallery for n in (q.reference, q.target, *q.members) if n)]
+        skipped["queries"] = len(queries) - len(kept)
+        queries = kept
+        if not queries:
+            raise DataError(f"CIRR {cfg.split}: every query needs a missing image")
     names = list(gallery)
     refs = [gallery[n] for n in names]
-    check_files(refs, cfg.max_missing, f"CIRR {cfg.split}")
     cache = EmbeddingCache(cfg.cache_dir or default_cache_dir(), model.meta)
     digests = FileDigests()
     enc = {"batch_size": cfg.batch_size, "num_workers": cfg.num_workers}
@@ -81,7 +91,7 @@ def cirr_scores(model: Any, cfg: CirrConfig, progress: ProgressFactory = no_prog
     index = {n: i for i, n in enumerate(names)}
     scores = (q_emb @ g_emb.T).astype(np.float64)
     scores[np.arange(len(queries)), [index[q.reference] for q in queries]] = -np.inf
-    return queries, names, scores, gallery
+    return queries, names, scores, gallery, skipped
 
 
 class CirrBenchmark:
@@ -95,7 +105,7 @@ class CirrBenchmark:
 
     def run(self, model: Any, *, progress: ProgressFactory = no_progress) -> RunResult:
         cfg = self.cfg
-        queries, names, scores, gallery = cirr_scores(model, cfg, progress)
+        queries, names, scores, gallery, skipped = cirr_scores(model, cfg, progress)
         index = {n: i for i, n in enumerate(names)}
         target = np.array([index[q.target] for q in queries])
         if np.any(target == np.array([index[q.reference] for q in queries])):
@@ -135,7 +145,7 @@ class CirrBenchmark:
                       "reference_removed": True, "tie_rule": "expected recall",
                       "bootstrap": {"n_resamples": cfg.n_bootstrap, "seed": cfg.seed}},
             seed=cfg.seed, headline={"name": "recall_at_1", **r1}, metrics=metrics,
-            extra={"config": asdict(cfg), "failures": failures},
+            skipped=skipped, extra={"config": asdict(cfg), "failures": failures},
         )
 
 
@@ -155,7 +165,10 @@ def write_submissions(model: Any, cfg: CirrConfig, out_dir: str | Path, *,
     """The test server's two files: ``{"version": "rc2", "metric": "recall", "<pairid>":
     [top-50 names]}`` and the ``recall_subset`` file with the top-3 members (reference
     excluded from both)."""
-    queries, names, scores, _ = cirr_scores(model, cfg, progress)
+    queries, names, scores, _, skipped = cirr_scores(model, cfg, progress)
+    if skipped["queries"]:
+        logger.warning("CIRR %s submission: %d queries skipped (missing images); the server "
+                       "expects every pairid", cfg.split, skipped["queries"])
     index = {n: i for i, n in enumerate(names)}
     top = np.argsort(-scores, axis=1, kind="stable")[:, :50]
     recall: dict[str, Any] = {"version": "rc2", "metric": "recall"}

@@ -72,7 +72,11 @@ def register_circo(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typ
         model: str = typer.Option(..., "--model", "-m", help="Model name."),
         root: Path = typer.Option(..., help="Folder with annotations/ and unlabeled2017/."),
         split: str = typer.Option("val", help="val (scored) | test (writes the submission)."),
+        keep_reference: bool = typer.Option(
+            False, help="Leave the reference image in the ranking (removed by default)."),
         seed: int = typer.Option(0), bootstrap: int = typer.Option(1000),
+        max_missing: int = typer.Option(0, help="Missing image files tolerated (skipped)."),
+        batch_size: int = typer.Option(64),
         workers: int = typer.Option(2), cache_dir: Path = typer.Option(None),
         out: Path = typer.Option(Path("runs/circo"), "--out"),
     ) -> None:
@@ -82,8 +86,10 @@ def register_circo(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typ
         from condsim.progress import rich_progress
         from condsim.registry import create_model
 
-        cfg = CircoConfig(root=str(root), split=split, seed=seed, n_bootstrap=bootstrap,
-                          num_workers=workers, cache_dir=str(cache_dir) if cache_dir else None)
+        cfg = CircoConfig(root=str(root), split=split, remove_reference=not keep_reference,
+                          seed=seed, n_bootstrap=bootstrap, max_missing=max_missing,
+                          batch_size=batch_size, num_workers=workers,
+                          cache_dir=str(cache_dir) if cache_dir else None)
         encoder = create_model(model)
         with rich_progress() as progress:
             if split == "test":
@@ -128,9 +134,10 @@ def register_more(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Type
     def eval_fashioniq(
         model: str = typer.Option(..., "--model", "-m"),
         root: Path = typer.Option(..., help="Folder with captions/, image_splits/, images/."),
-        join: str = typer.Option("and", help='Caption joining: and ("c1 and c2") | dot | '
-                                 "first."),
+        join: str = typer.Option("and", help='Caption joining: and ("c1 and c2") | dot '
+                                 '("c1. c2") | first | clip4cir (CLIP4Cir\'s "C1 and c2").'),
         seed: int = typer.Option(0), bootstrap: int = typer.Option(1000),
+        max_missing: int = typer.Option(0, help="Missing image files tolerated (skipped)."),
         workers: int = typer.Option(2), cache_dir: Path = typer.Option(None),
         out: Path = typer.Option(Path("runs/fashioniq"), "--out"),
     ) -> None:
@@ -140,7 +147,7 @@ def register_more(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Type
         from condsim.registry import create_model
 
         cfg = FashionIQConfig(root=str(root), join=join, seed=seed, n_bootstrap=bootstrap,
-                              num_workers=workers,
+                              max_missing=max_missing, num_workers=workers,
                               cache_dir=str(cache_dir) if cache_dir else None)
         with rich_progress() as progress:
             res = evaluate_fashioniq(create_model(model), cfg, out, progress=progress)

@@ -31,6 +31,7 @@ def read_cirr(root: str | Path, split: str, img_root: str | Path | None = None
     images_dir = Path(img_root) if img_root else root / "img_raw"
     split_file = root / "image_splits" / f"split.rc2.{split}.json"
     names = load_json(split_file, "CIRR file")
+    _check_unique_names(split_file)
     if not isinstance(names, dict) or not names:
         raise DataError(f"{split_file}: expected a non-empty {{name: relative path}} object")
     gallery = {str(n): ImageRef(str(images_dir / str(rel).lstrip("./")))
@@ -58,6 +59,28 @@ def read_cirr(root: str | Path, split: str, img_root: str | Path | None = None
         for name in (e["reference"], target, *members):
             if name is not None and name not in gallery:
                 raise DataError(f"{where}: image {name!r} is not in {split_file}")
+        if not isinstance(e["caption"], str):
+            raise DataError(f"{where}: caption must be a string")
+        if target is not None and members and target not in members:
+            raise DataError(f"{where}: target {target!r} is not among img_set members")
+        if target is not None and target == e["reference"]:
+            raise DataError(f"{where}: target equals the reference")
         queries.append(CirrQuery(int(e["pairid"]), e["reference"], str(e["caption"]),
                                  target, members))
     return queries, gallery
+
+
+def _check_unique_names(path: Path) -> None:
+    """The split file maps each image name once; JSON parsers keep the last duplicate key
+    silently, so duplicates are looked for explicitly."""
+    import json
+
+    def hook(pairs: list[tuple[str, object]]) -> dict[str, object]:
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise DataError(f"{path}: image name {key!r} is listed twice")
+            seen.add(key)
+        return dict(pairs)
+
+    json.loads(path.read_text(), object_pairs_hook=hook)
