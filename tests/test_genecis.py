@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from condsim.benchmarks.genecis import GenecisConfig, evaluate_genecis
@@ -154,6 +155,10 @@ def test_cli_end_to_end_and_compare(gen_root, tmp_path, capsys):
                  str(tmp_path / "b"), *common]) == 0
     res = load_result(tmp_path / "a")
     assert res.benchmark == "genecis" and set(res.metrics["tasks"]) == set(TASKS)
+    card = yaml.safe_load((tmp_path / "a" / "model_card.yaml").read_text())
+    metrics = {m["type"]: m["value"] for m in card["model-index"][0]["results"][0]["metrics"]}
+    assert metrics["average_recall_at_1"] == round(res.headline["mean"] * 100, 2)
+    assert {f"{t}/recall_at_{k}" for t in TASKS for k in (1, 2, 3)} <= set(metrics)
     passes = res.protocol["encoder_passes"]
     # 12 templates per task reuse images less than the default 50 (8.1x there, see
     # test_encoder_pass_ratio_at_default_size); the count is exact either way

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from condsim.benchmarks.base import BenchmarkMeta, register_function_benchmark
-from condsim.benchmarks.retrieval import FileDigests, encode_unique, summarize_recalls
+from condsim.benchmarks.retrieval import FileDigests, encode_unique, save_run, summarize_recalls
 from condsim.cache.store import EmbeddingCache
 from condsim.data.crops import ImageRef
 from condsim.data.jsonio import load_json
@@ -210,8 +210,7 @@ def evaluate_circo(model: Any, cfg: CircoConfig, out_dir: str | Path | None = No
         seed=cfg.seed, headline={"name": "map_at_10", **metrics["map"]["10"]},
         metrics=metrics, skipped=enc.skipped, extra={"config": asdict(cfg), "failures": failures},
     )
-    if out_dir is not None:
-        res.save(Path(out_dir) / "results.json")
+    save_run(res, out_dir)
     return res
 
 

@@ -22,6 +22,7 @@ from condsim.benchmarks.retrieval import (
     FileDigests,
     check_files,
     encode_unique,
+    save_run,
     summarize_recalls,
 )
 from condsim.cache.store import EmbeddingCache
@@ -155,8 +156,7 @@ register_benchmark("cirr")(CirrBenchmark)
 def evaluate_cirr(model: Any, cfg: CirrConfig, out_dir: str | Path | None = None, *,
                   progress: ProgressFactory = no_progress) -> RunResult:
     result = CirrBenchmark(cfg).run(model, progress=progress)
-    if out_dir is not None:
-        result.save(Path(out_dir) / "results.json")
+    save_run(result, out_dir)
     return result
 
 

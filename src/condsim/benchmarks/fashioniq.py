@@ -23,6 +23,7 @@ from condsim.benchmarks.retrieval import (
     FileDigests,
     average_ci,
     encode_unique,
+    save_run,
     summarize_recalls,
 )
 from condsim.cache.store import EmbeddingCache
@@ -173,8 +174,7 @@ def evaluate_fashioniq(model: Any, cfg: FashionIQConfig, out_dir: str | Path | N
         seed=cfg.seed, headline={"name": "average_recall", "mean": avg}, metrics=metrics,
         skipped=skipped, extra={"config": asdict(cfg), "failures": failures},
     )
-    if out_dir is not None:
-        res.save(Path(out_dir) / "results.json")
+    save_run(res, out_dir)
     return res
 
 

@@ -25,6 +25,7 @@ from condsim.benchmarks.retrieval import (
     average_ci,
     check_files,
     encode_unique,
+    save_run,
     summarize_recalls,
 )
 from condsim.cache.store import EmbeddingCache
@@ -220,8 +221,7 @@ def evaluate_genecis(
 ) -> RunResult:
     """Run GeneCIS and (with ``out_dir``) write ``results.json``."""
     result = GenecisBenchmark(cfg).run(model, progress=progress)
-    if out_dir is not None:
-        result.save(Path(out_dir) / "results.json")
+    save_run(result, out_dir)
     return result
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from condsim.benchmarks.base import BenchmarkMeta, register_function_benchmark
-from condsim.benchmarks.retrieval import FileDigests, encode_unique, summarize_recalls
+from condsim.benchmarks.retrieval import FileDigests, encode_unique, save_run, summarize_recalls
 from condsim.cache.store import EmbeddingCache
 from condsim.data.crops import ImageRef
 from condsim.errors import DataError
@@ -117,8 +117,7 @@ def evaluate_mitstates(model: Any, cfg: MitStatesConfig, out_dir: str | Path | N
         seed=cfg.seed, headline={"name": "recall_at_1", **metrics["recall"]["1"]},
         metrics=metrics, extra={"config": asdict(cfg)},
     )
-    if out_dir is not None:
-        res.save(Path(out_dir) / "results.json")
+    save_run(res, out_dir)
     return res
 
 

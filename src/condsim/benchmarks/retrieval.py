@@ -233,3 +233,60 @@ def paired_comparison(a: Any, b: Any, *, seed: int = 0, n_resamples: int = 2000,
             "model_a": a.model.get("name"), "model_b": b.model.get("name"),
             "metric": label, "threshold": threshold, "groups": rows, "average": average,
             "protocol_differences": differing}
+
+
+# --- results files --------------------------------------------------------------------------
+
+DATASETS: dict[str, dict[str, str]] = {
+    "genecis": {"type": "facebookresearch/genecis", "name": "GeneCIS"},
+    "cirr": {"type": "Cuberick-Orion/CIRR", "name": "CIRR"},
+    "circo": {"type": "miccunifi/CIRCO", "name": "CIRCO"},
+    "mitstates": {"type": "mit-states", "name": "MIT-States"},
+    "fashioniq": {"type": "XiaoxiaoGuo/fashion-iq", "name": "FashionIQ"},
+}
+_GROUP_KEYS = ("tasks", "categories")
+_SKIP_KEYS = ("per_query", "query_ids")
+
+
+def _metric_entries(node: Any, path: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """``{type, name, value}`` for every ``{"mean": ...}`` leaf under ``node`` (percent)."""
+    if not isinstance(node, dict):
+        return []
+    if "mean" in node and isinstance(node["mean"], (int, float)):
+        parts = [p for p in path if p not in _GROUP_KEYS]
+        if len(parts) >= 2 and parts[-1].isdigit():  # (..., "recall", "1") -> recall_at_1
+            parts = [*parts[:-2], f"{parts[-2]}_at_{parts[-1]}"]
+        label = "/".join(parts)
+        return [{"type": label, "name": label.replace("_at_", "@").replace("/", " "),
+                 "value": round(float(node["mean"]) * 100, 2)}]
+    out = []
+    for key, child in node.items():
+        if key not in _SKIP_KEYS:
+            out += _metric_entries(child, (*path, str(key)))
+    return out
+
+
+def cir_model_card(result: Any) -> dict[str, Any]:
+    """HF ``model-index`` YAML dict of a composed-retrieval run: every reported mean, in
+    percent with 2 decimals (CIs stay in ``results.json``)."""
+    dataset = {**DATASETS.get(result.benchmark, {"type": result.benchmark,
+                                                 "name": result.benchmark}),
+               "split": result.protocol.get("split", "")}
+    return {
+        "tags": ["condsim", f"{result.benchmark}-benchmark"],
+        "model-index": [{
+            "name": result.model.get("name", "model"),
+            "results": [{"task": {"type": "Retrieval"}, "dataset": dataset,
+                         "metrics": _metric_entries(result.metrics)}],
+        }],
+    }
+
+
+def save_run(result: Any, out_dir: str | Path | None) -> None:
+    """Write ``results.json`` and ``model_card.yaml`` (atomically) when ``out_dir`` is set."""
+    if out_dir is None:
+        return
+    from condsim.results.yaml_card import write_yaml
+
+    result.save(Path(out_dir) / "results.json")
+    write_yaml(Path(out_dir) / "model_card.yaml", cir_model_card(result))
