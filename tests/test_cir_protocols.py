@@ -242,3 +242,23 @@ def test_circo_bad_input_missing_images_and_official_layout(tmp_path):
     test = json.loads((official / "annotations" / "test.json").read_text())
     assert set(sub) == {str(e["id"]) for e in test}
     assert any(e["reference_img_id"] in sub[str(e["id"])] for e in test)
+
+
+# -- synth commands ----------------------------------------------------------------------------
+
+def test_synth_commands_write_the_real_layouts(tmp_path):
+    from condsim.cli.main import main
+
+    assert main(["synth", "genecis", "--out", str(tmp_path / "g"), "--per-task", "3"]) == 0
+    for task in ("focus_attribute", "change_attribute", "focus_object", "change_object"):
+        data = json.loads((tmp_path / "g" / "annotations" / f"{task}.json").read_text())
+        assert len(data) == 3 and all(len(e["gallery"]) == 14 for e in data)
+    assert any((tmp_path / "g" / "vg" / "VG_100K_2").glob("*.jpg"))
+    assert main(["synth", "cirr", "--out", str(tmp_path / "r"), "--queries", "5"]) == 0
+    assert (tmp_path / "r" / "captions" / "cap.rc2.test1.json").is_file()
+    assert main(["synth", "circo", "--out", str(tmp_path / "o"), "--queries", "5"]) == 0
+    assert (tmp_path / "o" / "annotations" / "test.json").is_file()
+    assert main(["synth", "mitstates", "--out", str(tmp_path / "m")]) == 0
+    assert read_test_images(tmp_path / "m")
+    assert main(["synth", "fashioniq", "--out", str(tmp_path / "f")]) == 0
+    assert (tmp_path / "f" / "image_splits" / "split.toptee.val.json").is_file()
