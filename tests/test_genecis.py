@@ -249,3 +249,10 @@ def test_encoder_pass_ratio_at_default_size(tmp_path):
     root = write_genecis(tmp_path / "g", n_per_task=50, seed=1)
     res = evaluate_genecis(ConstantEncoder(), _cfg(root, tmp_path))
     assert res.protocol["encoder_passes"]["ratio"] >= 5.0
+
+
+def test_parent_folders_stand_for_val2017_and_vg_subfolders(gen_root, tmp_path):
+    res = evaluate_genecis(ConstantEncoder(), _cfg(
+        gen_root, tmp_path, coco_root=str(gen_root / "coco"), vg_roots=(str(gen_root / "vg"),)))
+    assert res.skipped["missing_files"] == 0
+    assert all(m["n_queries"] == 12 for m in res.metrics["tasks"].values())

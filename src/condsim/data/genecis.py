@@ -49,8 +49,8 @@ class ImageLocator:
     ``<id>.jpg`` in the first of ``vg_roots`` that has it (VG_100K, VG_100K_2, ...)."""
 
     def __init__(self, coco_root: str | Path | None, vg_roots: Sequence[str | Path] = ()) -> None:
-        self.coco_root = Path(coco_root) if coco_root else None
-        self.vg_roots = [Path(p) for p in vg_roots]
+        self.coco_root = _coco_folder(Path(coco_root)) if coco_root else None
+        self.vg_roots = _vg_folders([Path(p) for p in vg_roots])
         self._vg_cache: dict[int, Path | None] = {}
 
     def coco(self, image_id: int) -> Path:
@@ -70,6 +70,27 @@ class ImageLocator:
             self._vg_cache[image_id] = found
         found = self._vg_cache[image_id]
         return found if found is not None else self.vg_roots[0] / f"{image_id}.jpg"
+
+
+def _coco_folder(root: Path) -> Path:
+    """``root``, or ``root/val2017`` when ``root`` is the COCO folder above it."""
+    if not any(root.glob("*.jpg")) and (root / "val2017").is_dir():
+        logger.info("COCO images: using %s", root / "val2017")
+        return root / "val2017"
+    return root
+
+
+def _vg_folders(roots: list[Path]) -> list[Path]:
+    """The given VG folders, a parent folder standing for its ``VG_100K*`` subfolders."""
+    out: list[Path] = []
+    for root in roots:
+        subs = sorted(p for p in root.glob("VG_100K*") if p.is_dir())
+        if subs and not any(root.glob("*.jpg")):
+            logger.info("Visual Genome images: using %s", ", ".join(map(str, subs)))
+            out += subs
+        else:
+            out.append(root)
+    return out
 
 
 def _int_id(value: Any, where: str) -> int:
