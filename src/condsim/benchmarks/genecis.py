@@ -232,7 +232,7 @@ def task_table_rows(result: RunResult) -> list[tuple[str, ...]]:
         cells = []
         for k in KS:
             r = m["recall"][str(k)]
-            cells.append(f"{r['mean'] * 100:.1f} [{r['ci_low'] * 100:.1f}, "
+            cells.append(f"{r['mean'] * 100:.1f} [{r['ci_low'] * 100:.1f},"
                          f"{r['ci_high'] * 100:.1f}]")
         rows.append((task, str(m["n_queries"]), *cells))
     return rows

@@ -53,8 +53,9 @@ def register(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typer) ->
         with rich_progress() as progress:
             result = evaluate_genecis(encoder, cfg, out, progress=progress)
         table = Table(title=f"GeneCIS: {result.model['name']} (95% CI)")
-        for col in ("task", "queries", "R@1", "R@2", "R@3"):
-            table.add_column(col)
+        table.add_column("task", no_wrap=True)
+        for col in ("queries", "R@1", "R@2", "R@3"):
+            table.add_column(col, justify="right")
         for row in task_table_rows(result):
             table.add_row(*row)
         console.print(table)
