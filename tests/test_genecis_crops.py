@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from condsim.data.crops import (
@@ -78,3 +80,23 @@ def test_box_helpers_and_outside_box(tmp_path):
     Image.new("RGB", (20, 20)).save(tmp_path / "4.png")
     with pytest.raises(ImageDecodeError, match="outside the 20x20 image"):
         ImageRef(str(tmp_path / "4.png"), (30, 30, 5, 5)).load_image()
+
+
+@settings(max_examples=200, deadline=None)
+@given(W=st.integers(1, 400), H=st.integers(1, 400), fx=st.floats(0, 0.99),
+       fy=st.floats(0, 0.99), fw=st.floats(0.01, 1), fh=st.floats(0.01, 1),
+       mode=st.sampled_from(["official", "centered"]))
+def test_crop_box_properties(W, H, fx, fy, fw, fh, mode):
+    """Both modes: the crop lies in the image, holds the (in-image part of the) box, and is at
+    most 1.7 times the box per side; official never extends to the right of / below the box
+    unless clamping at 0 pushed it."""
+    x, y = fx * W, fy * H
+    w, h = max(fw * (W - x), 1e-3), max(fh * (H - y), 1e-3)
+    left, top, right, bottom = crop_box((x, y, w, h), (W, H), mode)
+    eps = 1e-9
+    assert 0 <= left <= x + eps and 0 <= top <= y + eps
+    assert right <= W + eps and bottom <= H + eps
+    assert right >= min(x + w, W) - eps and bottom >= min(y + h, H) - eps
+    assert right - left <= 1.7 * w + eps and bottom - top <= 1.7 * h + eps
+    if mode == "official" and x >= 0.7 * w:
+        assert right == pytest.approx(min(W, x + w))
