@@ -256,3 +256,18 @@ def test_parent_folders_stand_for_val2017_and_vg_subfolders(gen_root, tmp_path):
         gen_root, tmp_path, coco_root=str(gen_root / "coco"), vg_roots=(str(gen_root / "vg"),)))
     assert res.skipped["missing_files"] == 0
     assert all(m["n_queries"] == 12 for m in res.metrics["tasks"].values())
+
+
+def test_corrupt_images_count_with_missing_ones(gen_root, tmp_path):
+    root = _copy(gen_root, tmp_path)
+    data = json.loads((root / "annotations" / "change_object.json").read_text())
+    victim = root / "coco" / "val2017" / f"{data[1]['gallery'][3]['val_image_id']:012d}.jpg"
+    victim.write_bytes(b"not a jpeg")
+    with pytest.raises(DataError, match=r"1 image file\(s\) could not be decoded"):
+        evaluate_genecis(ConstantEncoder(), _cfg(root, tmp_path))
+    res = evaluate_genecis(ConstantEncoder(), _cfg(root, tmp_path, max_missing=1))
+    assert res.skipped["undecodable_files"] == 1 and res.skipped["missing_files"] == 0
+    assert res.skipped["queries"]["change_object"] >= 1
+    m = res.metrics["tasks"]["change_object"]
+    assert m["n_queries"] == 12 - res.skipped["queries"]["change_object"]
+    assert 1 not in m["query_ids"] and m["recall"]["1"]["mean"] == pytest.approx(1 / 15)

@@ -144,9 +144,10 @@ class GenecisBenchmark:
         )
         counts.encoded_now = n1 + n2
         if cand_err or q_err:
-            first = next(iter({**cand_err, **q_err}.values()))
-            raise DataError(f"GeneCIS: {len(cand_err) + len(q_err)} images could not be "
-                            f"decoded or cropped; first: {first}")
+            tasks = self._drop_undecodable(tasks, skipped, len(missing),
+                                           {cand_refs[i] for i in cand_err},
+                                           {query_pairs[i] for i in q_err},
+                                           next(iter({**cand_err, **q_err}.values())))
         logger.info(
             "GeneCIS encoder passes: %d per-query loop vs %d unique (%.1fx fewer); %d encoded now",
             counts.per_query_loop, counts.unique_items, counts.ratio, counts.encoded_now,
@@ -193,6 +194,31 @@ class GenecisBenchmark:
             headline={"name": "average_recall_at_1", **avg}, metrics=metrics, skipped=skipped,
             extra={"config": asdict(cfg), "failures": failures},
         )
+
+
+    def _drop_undecodable(
+        self, tasks: dict[str, list[GenecisQuery]], skipped: dict[str, Any], n_missing: int,
+        bad_cands: set[Any], bad_queries: set[Any], first: str,
+    ) -> dict[str, list[GenecisQuery]]:
+        """Undecodable images count with the missing ones against ``max_missing``; below
+        it, the queries that need them are skipped (and counted)."""
+        bad_files = {r.path for r in bad_cands} | {r.path for r, _ in bad_queries}
+        if n_missing + len(bad_files) > self.cfg.max_missing:
+            raise DataError(f"GeneCIS: {len(bad_files)} image file(s) could not be decoded or "
+                            f"cropped ({n_missing} missing; allowed together: "
+                            f"{self.cfg.max_missing}); first: {first}")
+        logger.warning("GeneCIS: %d undecodable image files; their queries are skipped",
+                       len(bad_files))
+        skipped["undecodable_files"] = len(bad_files)
+        out = {}
+        for task, qs in tasks.items():
+            keep = [q for q in qs if (q.reference, q.condition) not in bad_queries
+                    and not bad_cands.intersection(q.candidates)]
+            skipped["queries"][task] += len(qs) - len(keep)
+            if not keep:
+                raise DataError(f"GeneCIS {task}: every query has an undecodable image")
+            out[task] = keep
+        return out
 
 
 register_benchmark("genecis")(GenecisBenchmark)
