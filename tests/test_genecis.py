@@ -218,6 +218,9 @@ def test_duplicates_empty_gallery_and_bad_bbox(gen_root, tmp_path):
     with pytest.raises(DataError, match=r"change_attribute.json entry 0 target: instance_bbox "
                                         r"\[300.0, 200.0, 500.0, 500.0\] lies outside"):
         evaluate_genecis(ConstantEncoder(), _cfg(root, tmp_path / "c2"))
+    res = evaluate_genecis(ConstantEncoder(), _cfg(root, tmp_path / "c2", max_bad_boxes=1))
+    assert res.skipped["boxes_outside"] == 1 and res.skipped["queries"]["change_attribute"] >= 1
+    assert 0 not in res.metrics["tasks"]["change_attribute"]["query_ids"]
     data = json.loads(original)
     data[0]["target"]["instance_bbox"] = [0, 0, 0, 10]
     path.write_text(json.dumps(data))

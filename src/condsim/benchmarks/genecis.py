@@ -68,6 +68,7 @@ class GenecisConfig:
     seed: int = 0
     n_bootstrap: int = 1000
     max_missing: int = 0
+    max_bad_boxes: int = 0
     on_duplicate: str = "drop"
     batch_size: int = 64
     num_workers: int = 0
@@ -120,7 +121,15 @@ class GenecisBenchmark:
             if not keep:
                 raise DataError(f"GeneCIS {task}: every query has a missing image")
             tasks[task] = keep
-        skipped.update(check_boxes(self.files(), tasks))
+        box_counts, bad_boxes = check_boxes(self.files(), tasks, cfg.max_bad_boxes)
+        skipped.update(box_counts)
+        if bad_boxes:
+            for task, qs in tasks.items():
+                keep = [q for q in qs if not bad_boxes.intersection((q.reference, *q.candidates))]
+                skipped["queries"][task] += len(qs) - len(keep)
+                if not keep:
+                    raise DataError(f"GeneCIS {task}: every query has a box outside its image")
+                tasks[task] = keep
 
         cache = EmbeddingCache(cfg.cache_dir or default_cache_dir(), model.meta)
         digests = FileDigests()

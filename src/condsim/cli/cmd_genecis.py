@@ -27,6 +27,9 @@ def register(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typer) ->
         seed: int = typer.Option(0, help="Seed of the bootstrap CIs."),
         bootstrap: int = typer.Option(1000, help="Bootstrap resamples for CIs."),
         max_missing: int = typer.Option(0, help="Missing image files tolerated (skipped)."),
+        max_bad_boxes: int = typer.Option(
+            0, help="Instance boxes less than half inside their image tolerated (their "
+            "queries are skipped)."),
         on_duplicate: str = typer.Option(
             "drop", help="A gallery entry repeating the target or another entry: drop (either "
             "copy is correct; the published change_object.json has one) | error."),
@@ -46,6 +49,7 @@ def register(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typer) ->
             vg_roots=tuple(str(p) for p in vg_root),
             tasks=tuple(t.strip() for t in tasks.split(",") if t.strip()), crop=crop,
             seed=seed, n_bootstrap=bootstrap, max_missing=max_missing, on_duplicate=on_duplicate,
+            max_bad_boxes=max_bad_boxes,
             batch_size=batch_size, num_workers=workers,
             cache_dir=str(cache_dir) if cache_dir else None,
         )

@@ -173,19 +173,24 @@ def read_task(
 MIN_INSIDE = 0.5  # a box less than half inside its image is a wrong image or a wrong box
 
 
-def check_boxes(files: dict[str, Path], tasks: dict[str, list[GenecisQuery]]) -> dict[str, Any]:
+def check_boxes(
+    files: dict[str, Path], tasks: dict[str, list[GenecisQuery]], max_bad: int = 0,
+) -> tuple[dict[str, Any], set[ImageRef]]:
     """Check every instance box against its image's size (header read only).
 
-    A box less than :data:`MIN_INSIDE` inside its image raises :class:`DataError` naming the
-    annotation file, entry, role and image. Boxes that cross a border by more than 1 pixel but
-    are mostly inside are clamped by the official crop formula; they are counted and logged.
-    Returns ``{"boxes_checked": n, "boxes_clipped": n}``.
+    A box less than :data:`MIN_INSIDE` inside its image is *bad* (a wrong image or a wrong
+    box). More than ``max_bad`` bad boxes raise :class:`DataError` naming the annotation
+    file, entry, role and image of the first; up to ``max_bad`` are returned so that their
+    queries can be skipped. Boxes crossing a border by more than 1 pixel but mostly inside
+    are clamped by the official crop formula; they are counted and logged.
+    Returns ``({"boxes_checked", "boxes_clipped", "boxes_outside"}, bad refs)``.
     """
     from condsim.data.crops import box_inside_fraction, box_overflow
 
     sizes: dict[str, tuple[int, int] | None] = {}
     seen: set[ImageRef] = set()
     clipped: list[str] = []
+    bad: dict[ImageRef, str] = {}
     for task, qs in tasks.items():
         for q in qs:
             roles = [("reference", q.reference), ("target", q.target),
@@ -200,17 +205,23 @@ def check_boxes(files: dict[str, Path], tasks: dict[str, list[GenecisQuery]]) ->
                 where = f"{files[task]} entry {q.index} {role}"
                 frac = box_inside_fraction(ref.bbox, size)
                 if frac < MIN_INSIDE:
-                    raise DataError(
-                        f"{where}: instance_bbox {list(ref.bbox)} lies outside the "
-                        f"{size[0]}x{size[1]} image {ref.path} ({frac:.0%} of the box inside); "
-                        "check that the VG folders hold the right images for these ids"
-                    )
-                if box_overflow(ref.bbox, size) > 1.0:
+                    bad[ref] = (f"{where}: instance_bbox {list(ref.bbox)} lies outside the "
+                                f"{size[0]}x{size[1]} image {ref.path} ({frac:.0%} of the box "
+                                "inside)")
+                elif box_overflow(ref.bbox, size) > 1.0:
                     clipped.append(f"{where} ({list(ref.bbox)} in {size[0]}x{size[1]})")
+    if len(bad) > max_bad:
+        raise DataError(f"{next(iter(bad.values()))}; {len(bad)} such box(es) (allowed: "
+                        f"{max_bad}): check that the VG folders hold the right images for these "
+                        "ids, or raise --max-bad-boxes to skip their queries")
+    if bad:
+        logger.warning("%d instance boxes lie outside their images; their queries are skipped; "
+                       "first: %s", len(bad), next(iter(bad.values())))
     if clipped:
         logger.warning("%d instance boxes cross their image border by more than 1 px and are "
                        "clamped by the crop formula; first: %s", len(clipped), clipped[0])
-    return {"boxes_checked": len(seen), "boxes_clipped": len(clipped)}
+    return ({"boxes_checked": len(seen), "boxes_clipped": len(clipped),
+             "boxes_outside": len(bad)}, set(bad))
 
 
 def _image_size(path: str, memo: dict[str, tuple[int, int] | None]) -> tuple[int, int] | None:
