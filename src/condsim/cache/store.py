@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,7 +34,9 @@ from condsim.types import ModelMeta
 logger = logging.getLogger(__name__)
 
 KEY_DTYPE = "S32"
-_SHARD_RE = re.compile(r"^shard-(\d+)\.keys\.npy$")
+# shard-<number>-<writer token>: the token keeps concurrent writers (torchrun ranks, two
+# runs sharing a cache) from ever picking the same file names
+_SHARD_RE = re.compile(r"^(shard-(\d+)(?:-\d+)?)\.keys\.npy$")
 
 
 def item_keys(images: Sequence[bytes], conditions: Sequence[str] | None = None) -> np.ndarray:
@@ -86,8 +89,9 @@ class EmbeddingCache:
         self.dir.mkdir(parents=True, exist_ok=True)
         info = self.dir / "space.json"
         if not info.exists():
-            tmp = info.with_suffix(".json.tmp")
-            tmp.write_text(json.dumps({"cache_id": meta.cache_id, **meta.to_dict()}, indent=1))
+            fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".space.", suffix=".json.tmp")
+            with os.fdopen(fd, "w") as fh:
+                fh.write(json.dumps({"cache_id": meta.cache_id, **meta.to_dict()}, indent=1))
             os.replace(tmp, info)
         self.corrupt: list[str] = []
         self._load()
@@ -100,7 +104,7 @@ class EmbeddingCache:
             m = _SHARD_RE.match(entry.name)
             if not m:
                 continue
-            emb_path = self.dir / f"shard-{m.group(1)}.npy"
+            emb_path = self.dir / f"{m.group(1)}.npy"
             try:
                 k = np.load(entry, allow_pickle=False)
                 e = np.load(emb_path, mmap_mode="r", allow_pickle=False)
@@ -111,7 +115,7 @@ class EmbeddingCache:
                 logger.warning("embedding cache: corrupt shard %s (%s); ignoring it", entry, exc)
                 self.corrupt.append(entry.name)
                 continue
-            shards.append(_Shard(int(m.group(1)), emb_path, int(k.shape[0])))
+            shards.append(_Shard(int(m.group(2)), emb_path, int(k.shape[0])))
             keys.append(k)
         self._shards = shards
         self._offsets = np.cumsum([0] + [s.rows for s in shards])
@@ -164,15 +168,14 @@ class EmbeddingCache:
         if not keep.any():
             return
         number = max((s.number for s in self._shards), default=-1) + 1
-        while (self.dir / f"shard-{number:06d}.keys.npy").exists():
-            number += 1
-        emb_path = self.dir / f"shard-{number:06d}.npy"
+        stem = f"shard-{number:06d}-{os.getpid()}{secrets.randbelow(10**6):06d}"
+        emb_path = self.dir / f"{stem}.npy"
         _atomic_save(emb_path, emb[keep])
-        sum_path = self.dir / f"shard-{number:06d}.sum"
+        sum_path = self.dir / f"{stem}.sum"
         tmp = sum_path.with_suffix(".sum.tmp")
         tmp.write_text(file_checksum(emb_path))
         os.replace(tmp, sum_path)
-        _atomic_save(self.dir / f"shard-{number:06d}.keys.npy", keys[keep])  # commit marker
+        _atomic_save(self.dir / f"{stem}.keys.npy", keys[keep])  # commit marker
         self._load()
 
     def verify(self, repair: bool = True) -> list[str]:
