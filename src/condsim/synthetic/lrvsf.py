@@ -14,11 +14,12 @@ Files (see PROTOCOLS.md, "LRVS-Fashion"):
 
 Every JPEG has shortest side 256 and an aspect ratio up to 1.25 either way.
 
-Semantics: each category owns a fixed region of the scene (:func:`category_region`: Head at
-the top centre, Feet at the bottom, Bags on the left, ...). A ``COMPLEX_IMG`` shows the
-product in its category's region plus 2-3 other objects (each of another colour) in other
-categories' regions, on a faint mannequin. Which object is the target therefore depends on
-the condition: the category (where to look) or the caption (what to look for).
+Semantics: each category owns a fixed cell of a 4 x 4 grid over the scene's centred square
+(:func:`category_region`: Head at the top, Feet at the bottom, Bags on the right, ...). A
+``COMPLEX_IMG`` shows the product in its category's region plus 2-3 other objects (each of
+another colour) in other categories' regions, on a faint mannequin. Which object is the
+target therefore depends on the condition: the category (where to look) or the caption (what
+to look for).
 """
 
 from __future__ import annotations
@@ -54,14 +55,20 @@ CATEGORIES: tuple[str, ...] = (
 )
 """The 10 official LRVS-F categories."""
 
-# (column, row) of each category on a 3 x 4 grid over the scene
+# (column, row) of each category on a 4 x 4 grid over the body square; the cells line up
+# with the patches of a ViT-*/16 at 64 px (and with 3.5 x 3.5 patches at 224 px)
 _GRID = {
-    "Outwear": (0, 0), "Head": (1, 0), "Neck": (2, 0),
-    "Hands": (0, 1), "Upper Body": (1, 1), "Whole Body": (2, 1),
-    "Bags": (0, 2), "Lower Body": (1, 2), "Waist": (2, 2),
+    "Outwear": (0, 0), "Head": (1, 0), "Neck": (2, 0), "Whole Body": (3, 0),
+    "Hands": (0, 1), "Upper Body": (1, 1), "Waist": (2, 1),
+    "Lower Body": (1, 2), "Bags": (3, 2),
     "Feet": (1, 3),
 }
-_COLS, _ROWS, _MARGIN = 3, 4, 0.015
+_CELLS, _MARGIN = 4, 0.01
+_LAYOUT: dict[str, Region] = {
+    cat: Region(c / _CELLS + _MARGIN, r / _CELLS + _MARGIN, (c + 1) / _CELLS - _MARGIN,
+                (r + 1) / _CELLS - _MARGIN)
+    for cat, (c, r) in _GRID.items()
+}
 
 DISTRACTOR_SCHEMA = pa.schema([
     ("jpg", pa.binary()), ("key", pa.string()), ("url", pa.string()),
@@ -76,42 +83,68 @@ IMAGE_STRUCT = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 
 
 def category_region(category: str) -> Region:
-    """The region of the scene where objects of ``category`` are worn.
+    """Where objects of ``category`` are worn, relative to the scene's *body square* (the
+    largest centred square of the image, which a centre crop keeps).
 
-    The scene is a 3 x 4 grid: top row Outwear | Head | Neck; then Hands | Upper Body |
-    Whole Body; then Bags | Lower Body | Waist; bottom row Feet (centre). Regions do not
-    overlap.
+    The square is a 4 x 4 grid; rows from the top: Outwear | Head | Neck | Whole Body;
+    Hands | Upper Body | Waist | -; - | Lower Body | - | Bags; - | Feet | - | -. Regions do
+    not overlap. :func:`category_box` gives the region in pixels of a given image.
     """
-    if category not in _GRID:
+    if category not in _LAYOUT:
         raise ValueError(f"unknown LRVS-F category {category!r}; categories: "
                          f"{', '.join(CATEGORIES)}")
-    col, row = _GRID[category]
-    return Region(col / _COLS + _MARGIN, row / _ROWS + _MARGIN,
-                  (col + 1) / _COLS - _MARGIN, (row + 1) / _ROWS - _MARGIN)
+    return _LAYOUT[category]
+
+
+def _body_square(size: tuple[int, int]) -> tuple[int, int, int]:
+    """``(left, top, side)`` of the centred square of an image of ``size``."""
+    w, h = size
+    side = min(w, h)
+    return (w - side) // 2, (h - side) // 2, side
+
+
+def scene_region(category: str, size: tuple[int, int]) -> Region:
+    """:func:`category_region` in coordinates relative to the whole ``size`` image."""
+    r = category_region(category)
+    left, top, side = _body_square(size)
+    w, h = size
+    return Region((left + r.left * side) / w, (top + r.top * side) / h,
+                  (left + r.right * side) / w, (top + r.bottom * side) / h)
+
+
+def category_box(category: str, size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The pixel box ``(left, top, right, bottom)`` of ``category``'s region in a
+    ``COMPLEX_IMG`` of ``size = (width, height)``."""
+    return scene_region(category, size).pixels(size)
 
 
 def _draw_mannequin(img: Image.Image, colour: RGB) -> None:
-    """A faint figure down the centre column (head, torso, legs) behind the objects."""
-    w, h = img.size
+    """A faint figure in the body square, behind the objects."""
+    x0, y0, side = _body_square(img.size)
     d = ImageDraw.Draw(img)
-    d.ellipse((0.42 * w, 0.03 * h, 0.58 * w, 0.22 * h), fill=colour)
-    d.rectangle((0.36 * w, 0.22 * h, 0.64 * w, 0.62 * h), fill=colour)
-    d.rectangle((0.38 * w, 0.62 * h, 0.48 * w, 0.95 * h), fill=colour)
-    d.rectangle((0.52 * w, 0.62 * h, 0.62 * w, 0.95 * h), fill=colour)
+
+    def box(left: float, top: float, right: float, bottom: float) -> tuple[float, ...]:
+        return (x0 + left * side, y0 + top * side, x0 + right * side, y0 + bottom * side)
+
+    # centred on the grid's second column (Head, Upper Body, Lower Body, Feet)
+    d.ellipse(box(0.30, 0.03, 0.45, 0.22), fill=colour)
+    d.rectangle(box(0.22, 0.22, 0.53, 0.56), fill=colour)
+    d.rectangle(box(0.24, 0.56, 0.36, 0.98), fill=colour)
+    d.rectangle(box(0.39, 0.56, 0.51, 0.98), fill=colour)
 
 
 def render_worn(
     items: list[tuple[ObjectSpec, str]], size: tuple[int, int], rng: np.random.Generator
 ) -> Image.Image:
-    """A "worn" scene: each ``(spec, category)`` drawn in :func:`category_region` of its
-    category, over a faint mannequin and background clutter."""
+    """A "worn" scene: each ``(spec, category)`` drawn in its category's region of the body
+    square (:func:`scene_region`), over a faint mannequin and background clutter."""
     background = BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))]
     img = Image.new("RGB", size, background)
     shade = int(rng.integers(12, 22)) * (1 if sum(background) < 480 else -1)
     _draw_mannequin(img, tuple(int(np.clip(v + shade, 0, 255))  # type: ignore[arg-type]
                                for v in background))
     draw_clutter(img, rng, 6, background)
-    draw_items(img, [(spec, category_region(cat)) for spec, cat in items], rng)
+    draw_items(img, [(spec, scene_region(cat, size)) for spec, cat in items], rng)
     return img
 
 

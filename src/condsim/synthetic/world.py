@@ -32,9 +32,9 @@ from PIL import Image, ImageDraw
 RGB = tuple[int, int, int]
 
 SHAPES: tuple[str, ...] = (
-    "circle", "square", "triangle", "diamond", "star", "cross", "heart", "hexagon",
+    "circle", "square", "triangle", "diamond", "star", "cross", "heart", "moon",
 )
-"""Object shapes (nouns in captions)."""
+"""Object shapes (nouns in captions; a "moon" is a crescent)."""
 
 BASIC_SHAPES: tuple[str, ...] = SHAPES[:6]
 """The first six shapes (the world's original set; the CIRR/CIRCO writers keep their sizes)."""
@@ -72,9 +72,11 @@ class ObjectSpec:
                 f"unknown pattern {self.pattern!r}; patterns: {', '.join(PATTERNS)}")
 
     def caption(self) -> str:
-        """E.g. ``"a red striped circle"`` (``plain`` is not spoken)."""
-        pat = "" if self.pattern == "plain" else f"{self.pattern} "
-        return f"a {self.colour} {pat}{self.shape}"
+        """E.g. ``"a red striped circle"``, ``"an orange square"`` (``plain`` is not
+        spoken)."""
+        words = [self.colour] + ([] if self.pattern == "plain" else [self.pattern])
+        article = "an" if words[0][0] in "aeiou" else "a"
+        return " ".join([article, *words, self.shape])
 
     @property
     def rgb(self) -> RGB:
@@ -136,9 +138,9 @@ def random_spec(
 def parse_caption(caption: str) -> ObjectSpec:
     """Inverse of :meth:`ObjectSpec.caption` (``"a red striped circle"`` -> the spec)."""
     words = caption.split()
-    if len(words) == 3 and words[0] == "a":
+    if len(words) == 3:
         words = [words[0], words[1], "plain", words[2]]
-    if len(words) != 4 or words[0] != "a":
+    if len(words) != 4 or words[0] not in ("a", "an"):
         raise ValueError(f"not an object caption: {caption!r} (expected 'a <colour> "
                          "[<pattern>] <shape>')")
     return ObjectSpec(words[3], words[1], words[2])
@@ -172,9 +174,6 @@ def _polygon(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, fl
         return [(cx, cy - r), (cx + r * 0.8, cy), (cx, cy + r), (cx - r * 0.8, cy)]
     if shape == "star":
         return _star(cx, cy, r)
-    if shape == "hexagon":
-        return [(cx + r * math.cos(a), cy + r * math.sin(a))
-                for a in (k * math.pi / 3 for k in range(6))]
     if shape == "cross":
         w = r * 0.36
         return [(cx - w, cy - r), (cx + w, cy - r), (cx + w, cy - w), (cx + r, cy - w),
@@ -198,6 +197,11 @@ def _shape_mask(shape: str, r: float, n: int) -> Image.Image:
                        fill=255)
         md.polygon([(c - 0.97 * r, c - 0.28 * r), (c + 0.97 * r, c - 0.28 * r), (c, c + r)],
                    fill=255)
+    elif shape == "moon":
+        # a crescent: a disc minus a shifted disc
+        md.ellipse((c - r, c - r, c + r, c + r), fill=255)
+        cx, cy, cr = c + 0.6 * r, c - 0.15 * r, 0.75 * r
+        md.ellipse((cx - cr, cy - cr, cx + cr, cy + cr), fill=0)
     else:
         md.polygon(_polygon(shape, c, c, r), fill=255)
     return mask
@@ -236,7 +240,8 @@ def draw_object(img: Image.Image, spec: ObjectSpec, cx: float, cy: float, r: flo
     fill = np.empty((n, n, 3), np.uint8)
     fill[...] = spec.rgb
     if spec.pattern != "plain":
-        fill[_pattern_mask(spec.pattern, n, max(4, int(r / 3)))] = pattern_rgb(spec.rgb)
+        # coarse enough to stay visible when a small object is downscaled
+        fill[_pattern_mask(spec.pattern, n, max(4, int(r / 2)))] = pattern_rgb(spec.rgb)
     img.paste(Image.fromarray(fill, "RGB"), (x0, y0), mask)
 
 
@@ -265,11 +270,12 @@ def draw_clutter(img: Image.Image, rng: np.random.Generator, n: int, background:
 def render_alone(
     spec: ObjectSpec, size: tuple[int, int], rng: np.random.Generator
 ) -> Image.Image:
-    """The object alone, centred (small random jitter and scale) on a plain light background
-    of ``size = (width, height)``."""
+    """The object alone, centred (small random jitter and scale) on a plain light-grey
+    background of ``size = (width, height)`` (grey, so that white objects show)."""
     w, h = size
-    img = Image.new("RGB", size, _jitter_rgb((235, 235, 235), rng, 12))
-    r = min(w, h) * (0.30 + 0.05 * rng.random())
+    grey = 208 + int(rng.integers(-10, 11))
+    img = Image.new("RGB", size, _jitter_rgb((grey, grey, grey), rng, 3))
+    r = min(w, h) * (0.22 + 0.05 * rng.random())
     draw_object(img, spec, w / 2 + rng.normal(0, 4), h / 2 + rng.normal(0, 4), r)
     return img
 
@@ -285,7 +291,7 @@ def _as_region(where: Region | tuple[float, float]) -> Region:
 def object_radius(region: Region, size: tuple[int, int]) -> float:
     """The radius an object gets in ``region`` (it fits with a margin for jitter)."""
     left, top, right, bottom = region.pixels(size)
-    return 0.40 * min(right - left, bottom - top)
+    return 0.46 * min(right - left, bottom - top)
 
 
 def render_scene(
