@@ -17,3 +17,24 @@ class ConstantEncoder:
 
     def encode_queries(self, images, conditions):
         return torch.ones(len(images), 4)
+
+
+class HashEncoder:
+    """Deterministic pseudo-random embeddings of the pixels (+ condition): no score ties,
+    and a fixed answer for the same image, so brute-force loops can recompute them."""
+
+    meta = ModelMeta("test/hash", 16, "h")
+
+    @staticmethod
+    def vec(img, salt: str = "") -> torch.Tensor:
+        import hashlib
+
+        seed = int.from_bytes(hashlib.blake2b(img.tobytes() + salt.encode(),
+                                              digest_size=8).digest(), "little")
+        return torch.randn(16, generator=torch.Generator().manual_seed(seed % 2**63))
+
+    def encode_targets(self, images):
+        return torch.stack([self.vec(im) for im in images])
+
+    def encode_queries(self, images, conditions):
+        return torch.stack([self.vec(im, c) for im, c in zip(images, conditions, strict=True)])

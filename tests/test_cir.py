@@ -4,13 +4,11 @@ metrics, and FashionIQ does not depend on the gallery order of its split files."
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 
 import numpy as np
 import pytest
-import torch
 
 from condsim.benchmarks.circo import CircoConfig, evaluate_circo, write_submission
 from condsim.benchmarks.cirr import CirrConfig, evaluate_cirr, write_submissions
@@ -19,24 +17,7 @@ from condsim.data.cirr import read_cirr
 from condsim.synthetic.circo import write_circo
 from condsim.synthetic.cirr import write_cirr
 from condsim.synthetic.fashioniq import write_fashioniq
-from condsim.types import ModelMeta
-
-
-class HashEncoder:
-    """Deterministic pseudo-random embeddings of pixels (+ condition): no score ties."""
-
-    meta = ModelMeta("test/hash", 16, "h")
-
-    def _vec(self, img, salt: str = "") -> torch.Tensor:
-        seed = int.from_bytes(hashlib.blake2b(img.tobytes() + salt.encode(),
-                                              digest_size=8).digest(), "little")
-        return torch.randn(16, generator=torch.Generator().manual_seed(seed % 2**63))
-
-    def encode_targets(self, images):
-        return torch.stack([self._vec(im) for im in images])
-
-    def encode_queries(self, images, conditions):
-        return torch.stack([self._vec(im, c) for im, c in zip(images, conditions, strict=True)])
+from stubs import HashEncoder
 
 
 def test_cirr_val_submission_scores_like_the_server(tmp_path):

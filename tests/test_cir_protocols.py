@@ -3,7 +3,6 @@ nothing, bad input (duplicates, missing images, malformed entries) gets clear er
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -24,7 +23,7 @@ from condsim.synthetic.cirr import write_cirr
 from condsim.synthetic.fashioniq import write_fashioniq
 from condsim.synthetic.mitstates import write_mitstates
 from condsim.types import ModelMeta
-from stubs import ConstantEncoder
+from stubs import ConstantEncoder, HashEncoder
 
 
 def _pixels(path: str | Path) -> bytes:
@@ -51,23 +50,6 @@ class LabelOracle:
     def encode_queries(self, images, conditions):
         return torch.stack([self._hot(self.query_label[(im.tobytes(), c)])
                             for im, c in zip(images, conditions, strict=True)])
-
-
-class RandomEncoder:
-    """Deterministic pseudo-random embeddings of the pixels (and condition)."""
-
-    meta = ModelMeta("test/random", 16, "r")
-
-    def _vec(self, img, salt: str = "") -> torch.Tensor:
-        seed = int.from_bytes(hashlib.blake2b(img.tobytes() + salt.encode(),
-                                              digest_size=8).digest(), "little")
-        return torch.randn(16, generator=torch.Generator().manual_seed(seed % 2**63))
-
-    def encode_targets(self, images):
-        return torch.stack([self._vec(im) for im in images])
-
-    def encode_queries(self, images, conditions):
-        return torch.stack([self._vec(im, c) for im, c in zip(images, conditions, strict=True)])
 
 
 # -- CIRR ------------------------------------------------------------------------------------
@@ -106,8 +88,8 @@ def test_cirr_gallery_and_member_order_change_nothing(cirr_root, tmp_path):
     for e in data:
         e["img_set"]["members"] = [str(m) for m in rng.permutation(e["img_set"]["members"])]
     cap.write_text(json.dumps(data))
-    a = evaluate_cirr(RandomEncoder(), _cirr_cfg(cirr_root, tmp_path))
-    b = evaluate_cirr(RandomEncoder(), _cirr_cfg(shuffled, tmp_path))
+    a = evaluate_cirr(HashEncoder(), _cirr_cfg(cirr_root, tmp_path))
+    b = evaluate_cirr(HashEncoder(), _cirr_cfg(shuffled, tmp_path))
     assert a.metrics["per_query"] == b.metrics["per_query"]
     for group in ("recall", "recall_subset"):
         assert a.metrics[group] == b.metrics[group]

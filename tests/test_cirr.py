@@ -3,22 +3,19 @@ CLI end to end (val + test submission), bad input."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from condsim.benchmarks.cirr import CirrConfig, evaluate_cirr
 from condsim.cli.main import main
 from condsim.data.cirr import read_cirr
 from condsim.errors import DataError
 from condsim.synthetic.cirr import write_cirr
-from condsim.types import ModelMeta
-from stubs import ConstantEncoder
+from stubs import ConstantEncoder, HashEncoder
 
 
 @pytest.fixture(scope="module")
@@ -26,31 +23,14 @@ def root(tmp_path_factory) -> Path:
     return write_cirr(tmp_path_factory.mktemp("cirr"), n_queries=30, seed=0)
 
 
-def _vec(img, salt: str = "") -> torch.Tensor:
-    h = hashlib.blake2b(img.tobytes() + salt.encode(), digest_size=8).digest()
-    g = torch.Generator().manual_seed(int.from_bytes(h, "little") % 2**63)
-    return torch.randn(16, generator=g)
-
-
-class RandomEncoder:
-    meta = ModelMeta("test/random", 16, "r")
-
-    def encode_targets(self, images):
-        return torch.stack([_vec(im) for im in images])
-
-    def encode_queries(self, images, conditions):
-        return torch.stack([_vec(im, c) for im, c in zip(images, conditions, strict=True)])
-
-
-
 def _cfg(root: Path, tmp: Path) -> CirrConfig:
     return CirrConfig(root=str(root), cache_dir=str(tmp / "c"), n_bootstrap=100)
 
 
 def test_matches_brute_force_loop(root, tmp_path):
-    res = evaluate_cirr(RandomEncoder(), _cfg(root, tmp_path))
+    res = evaluate_cirr(HashEncoder(), _cfg(root, tmp_path))
     queries, gallery = read_cirr(root, "val")
-    enc = RandomEncoder()
+    enc = HashEncoder()
     names = list(gallery)
     g = {n: enc.encode_targets([gallery[n].load_image().convert("RGB")])[0].numpy()
          for n in names}
@@ -111,7 +91,7 @@ def test_bad_input(root, tmp_path):
 
 
 def test_failures_are_recorded_for_the_report(root, tmp_path):
-    res = evaluate_cirr(RandomEncoder(), _cfg(root, tmp_path))
+    res = evaluate_cirr(HashEncoder(), _cfg(root, tmp_path))
     fails = res.extra["failures"]
     assert fails and len(fails) <= 12
     r1 = dict(zip(res.metrics["query_ids"], res.metrics["per_query"]["recall_at_1"],
