@@ -9,6 +9,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 import torch
 
 from condsim.cache.encode import encode_cached
@@ -119,15 +120,28 @@ def test_corrupt_shard_is_detected_and_rebuilt(tmp_path):
     assert not list(tmp_path.glob("*/space.json"))
 
 
-def test_worker_pipeline_and_single_image_preprocessing_give_identical_bits(tiny_clip):
-    """Workers ship uint8 pixels normalised in batch on the device; the in-process path
-    normalises one image with numpy: the two must agree bit for bit."""
+@pytest.mark.parametrize("worker_type", ["thread", "process"])
+def test_worker_pipeline_and_single_image_preprocessing_give_identical_bits(tiny_clip,
+                                                                            worker_type):
+    """Decode workers (threads or processes) produce uint8 pixels normalised in batch on the
+    device; the in-process path normalises one image with numpy: the pixels agree bit for bit
+    (the embeddings up to BLAS rounding, which depends on batch shape and thread count),
+    corrupt images are skipped at the same positions, torch's thread count is restored."""
     from condsim.models.base import encode_images
 
     imgs = _jpegs(10)
-    piped = encode_images(tiny_clip, imgs, batch_size=4, num_workers=2).embeddings
-    direct = tiny_clip.encode_targets(imgs).numpy()
-    assert np.array_equal(piped, direct)
+    imgs[3] = b"\xff\xd8 not a jpeg"
+    threads = torch.get_num_threads()
+    piped = encode_images(tiny_clip, imgs, batch_size=4, num_workers=2,
+                          worker_type=worker_type)
+    assert torch.get_num_threads() == threads
+    good = [im for i, im in enumerate(imgs) if i != 3]
+    direct = tiny_clip.encode_targets(good).numpy()
+    np.testing.assert_allclose(piped.embeddings, direct, rtol=0, atol=1e-6)
+    assert piped.ok.tolist() == [i != 3 for i in range(10)]
+    assert list(piped.errors) == [3]
+    serial = encode_images(tiny_clip, imgs, batch_size=3, num_workers=0)
+    np.testing.assert_allclose(serial.embeddings, direct, rtol=0, atol=1e-6)
     px = tiny_clip.preprocessor(imgs[0])
     batched = tiny_clip.preprocessor.normalize(
         torch.from_numpy(tiny_clip.preprocessor.to_uint8(imgs[0]).copy())[None])[0].numpy()

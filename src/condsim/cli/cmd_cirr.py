@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from condsim.cli.common import console
+from condsim.cli.common import WORKERS_HELP, console
 
 
 def _print_groups(title: str, metrics: dict, groups: tuple[str, ...]) -> None:
@@ -30,7 +30,7 @@ def register(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typer) ->
         split: str = typer.Option("val", help="val (scored) | test1 (writes submissions)."),
         img_root: Path = typer.Option(None, help="Image folder (default ROOT/img_raw)."),
         seed: int = typer.Option(0), bootstrap: int = typer.Option(1000),
-        max_missing: int = typer.Option(0), workers: int = typer.Option(2),
+        max_missing: int = typer.Option(0), workers: int = typer.Option(2, help=WORKERS_HELP),
         cache_dir: Path = typer.Option(None),
         out: Path = typer.Option(Path("runs/cirr"), "--out"),
     ) -> None:
@@ -77,7 +77,7 @@ def register_circo(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typ
         seed: int = typer.Option(0), bootstrap: int = typer.Option(1000),
         max_missing: int = typer.Option(0, help="Missing image files tolerated (skipped)."),
         batch_size: int = typer.Option(64),
-        workers: int = typer.Option(2), cache_dir: Path = typer.Option(None),
+        workers: int = typer.Option(2, help=WORKERS_HELP), cache_dir: Path = typer.Option(None),
         out: Path = typer.Option(Path("runs/circo"), "--out"),
     ) -> None:
         """CIRCO: mAP@5/10/25/50 (normalised by min(#gt, K)), Recall@K on the target,
@@ -115,7 +115,7 @@ def register_more(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Type
         root: Path = typer.Option(..., help="Folder holding images/<adj> <noun>/."),
         complete_text: bool = typer.Option(False, help='Condition "<adj> <noun>".'),
         seed: int = typer.Option(0), bootstrap: int = typer.Option(1000),
-        workers: int = typer.Option(2), cache_dir: Path = typer.Option(None),
+        workers: int = typer.Option(2, help=WORKERS_HELP), cache_dir: Path = typer.Option(None),
         out: Path = typer.Option(Path("runs/mitstates"), "--out"),
     ) -> None:
         """MIT-States (GeneCIS protocol): Recall@1/5/10 of any image of the target state."""
@@ -138,7 +138,7 @@ def register_more(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Type
                                  '("c1. c2") | first | clip4cir (CLIP4Cir\'s "C1 and c2").'),
         seed: int = typer.Option(0), bootstrap: int = typer.Option(1000),
         max_missing: int = typer.Option(0, help="Missing image files tolerated (skipped)."),
-        workers: int = typer.Option(2), cache_dir: Path = typer.Option(None),
+        workers: int = typer.Option(2, help=WORKERS_HELP), cache_dir: Path = typer.Option(None),
         out: Path = typer.Option(Path("runs/fashioniq"), "--out"),
     ) -> None:
         """FashionIQ val: R@10/R@50 per category and their average."""

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from condsim.cli.common import console
+from condsim.cli.common import WORKERS_HELP, console
 
 
 def register(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typer) -> None:
@@ -17,7 +17,7 @@ def register(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typer) ->
         out: Path = typer.Option(Path("condsim-demo"), "--out", help="Output folder."),
         size: str = typer.Option("small", help="tiny | small | medium"),
         seed: int = typer.Option(0, help="Seed of the synthetic world and of all draws."),
-        workers: int = typer.Option(2, help="Decode worker processes."),
+        workers: int = typer.Option(2, help=WORKERS_HELP),
         train: bool = typer.Option(True, help="Train the conditional model (CondViT)."),
     ) -> None:
         """Synthetic benchmarks, baselines and a CondViT trained on CPU, end to end, offline;

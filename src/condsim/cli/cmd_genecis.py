@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from condsim.cli.common import console
+from condsim.cli.common import WORKERS_HELP, console
 
 
 def register(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typer) -> None:
@@ -35,7 +35,7 @@ def register(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typer) ->
             "copy is correct; the published change_object.json has one) | error."),
         out: Path = typer.Option(Path("runs/genecis"), "--out", help="Output directory."),
         batch_size: int = typer.Option(64),
-        workers: int = typer.Option(2, help="Decode/crop worker processes."),
+        workers: int = typer.Option(2, help=WORKERS_HELP),
         cache_dir: Path = typer.Option(None, help="Embedding cache directory."),
     ) -> None:
         """Evaluate MODEL on GeneCIS: tie-safe R@1/2/3 per task with bootstrap CIs and the

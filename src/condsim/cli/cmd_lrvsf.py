@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from condsim.cli.common import console, int_list, lrvsf_table
+from condsim.cli.common import WORKERS_HELP, console, int_list, lrvsf_table
 
 
 def register(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typer) -> None:
@@ -29,7 +29,7 @@ def register(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typer) ->
         fragments_readahead: int = typer.Option(2, help="Parquet files read ahead."),
         dev_run: bool = typer.Option(False, help="Only the first aggregated distractor batch."),
         batch_size: int = typer.Option(64, help="Images per forward pass."),
-        workers: int = typer.Option(2, help="Decode/preprocess worker processes."),
+        workers: int = typer.Option(2, help=WORKERS_HELP),
         cache_dir: Path = typer.Option(None, help="Embedding cache (default ~/.cache/condsim)."),
         device: str = typer.Option(None, help="cpu | cuda (default: cuda when available)."),
     ) -> None:

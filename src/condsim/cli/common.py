@@ -44,3 +44,5 @@ def lrvsf_table(result: Any) -> Table:
             f"{per_k[str(k)]['mean'] * 100:.2f} ± {per_k[str(k)]['std'] * 100:.2f}" for k in ks
         ])
     return table
+
+WORKERS_HELP = "Decode threads overlapped with the forward pass (0: decode inline)."

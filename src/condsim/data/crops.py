@@ -122,7 +122,7 @@ def _open_native(path: str) -> Image.Image:
 class ImageRef:
     """A lazily loaded image file, optionally the GeneCIS crop of a box in it.
 
-    Picklable and hashable: decoding happens in the encoder's worker processes
+    Picklable and hashable: decoding happens in the encoder's decode workers
     (:func:`condsim.data.images.decode_image` calls :meth:`load_image`).
     """
 

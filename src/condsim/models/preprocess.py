@@ -59,7 +59,7 @@ class ImagePreprocessor:
         return img.crop((left, top, left + self.crop_w, top + self.crop_h))
 
     def to_uint8(self, image: Any) -> np.ndarray:
-        """The resized/cropped image as ``(H, W, 3)`` uint8 (what worker processes ship:
+        """The resized/cropped image as ``(H, W, 3)`` uint8 (what decode workers hand over:
         4x less data than float32)."""
         return np.asarray(self.to_pil(image), dtype=np.uint8)
 
