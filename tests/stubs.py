@@ -38,3 +38,14 @@ class HashEncoder:
 
     def encode_queries(self, images, conditions):
         return torch.stack([self.vec(im, c) for im, c in zip(images, conditions, strict=True)])
+
+
+def jpegs(n: int, seed: int = 0) -> list[bytes]:
+    """``n`` varied JPEGs from the synthetic world (a garment on a plain background)."""
+    import numpy as np
+
+    from condsim.synthetic.world import jpeg_bytes, random_spec, render_alone, shortest_side_size
+
+    rng = np.random.default_rng(seed)
+    return [jpeg_bytes(render_alone(random_spec(rng), shortest_side_size(rng), rng))
+            for _ in range(n)]

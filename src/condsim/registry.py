@@ -80,9 +80,21 @@ def did_you_mean(name: str, candidates: list[str]) -> str:
 def create_model(name: str, **kwargs: Any) -> Any:
     """Create the model registered as ``name`` (exact name or ``scheme:rest``).
 
-    Raises :class:`ModelError` with close matches when ``name`` is unknown.
+    ``precision`` (``auto`` | ``fp32`` | ``bf16`` | ``fp16``; default ``auto``: bf16 autocast
+    on CUDA, fp32 on CPU) and ``channels_last`` apply to pixel encoders
+    (:meth:`~condsim.models.base.PixelEncoder.set_precision`); other kwargs (``device``) go to
+    the model's factory. Raises :class:`ModelError` with close matches when ``name`` is unknown.
     """
+    precision = kwargs.pop("precision", "auto")
+    channels_last = kwargs.pop("channels_last", None)
     _load_builtins(_BUILTIN_MODEL_MODULES)
+    model = _create(name, kwargs)
+    if hasattr(model, "set_precision"):
+        model.set_precision(precision, channels_last)
+    return model
+
+
+def _create(name: str, kwargs: dict[str, Any]) -> Any:
     if name in _MODELS and not _MODELS[name].is_scheme:
         return _MODELS[name].factory(**kwargs)
     for entry in sorted(_MODELS.values(), key=lambda e: -len(e.name)):

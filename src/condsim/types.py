@@ -32,11 +32,16 @@ class ModelMeta:
     conditions: tuple[str, ...] = CONDITION_KINDS
     revision: str = ""
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    #: Compute precision of the forward pass (``fp32``, or ``bf16``/``fp16`` autocast): reduced
+    #: precision changes the embeddings, so it is part of the cache identity.
+    precision: str = "fp32"
 
     @property
     def cache_id(self) -> str:
-        """Stable identifier of this model's embedding space (name + revision + preprocessing)."""
-        return f"{self.name}@{self.revision or 'none'}#{self.preprocessing_id}"
+        """Stable identifier of this model's embedding space (name + revision + preprocessing
+        [+ precision when not fp32])."""
+        base = f"{self.name}@{self.revision or 'none'}#{self.preprocessing_id}"
+        return base if self.precision == "fp32" else f"{base}~{self.precision}"
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

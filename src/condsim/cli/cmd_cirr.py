@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from condsim.cli.common import WORKERS_HELP, console
+from condsim.cli.common import DEVICE_HELP, PRECISION_HELP, WORKERS_HELP, console, make_encoder
 
 
 def _print_groups(title: str, metrics: dict, groups: tuple[str, ...]) -> None:
@@ -32,19 +32,20 @@ def register(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typer) ->
         seed: int = typer.Option(0), bootstrap: int = typer.Option(1000),
         max_missing: int = typer.Option(0), workers: int = typer.Option(2, help=WORKERS_HELP),
         cache_dir: Path = typer.Option(None),
+        device: str = typer.Option(None, help=DEVICE_HELP),
+        precision: str = typer.Option("auto", help=PRECISION_HELP),
         out: Path = typer.Option(Path("runs/cirr"), "--out"),
     ) -> None:
         """CIRR: global Recall@1/5/10/50 (reference removed) and Recall_subset@1/2/3 on val;
         on test1, the two submission files for the evaluation server."""
         from condsim.benchmarks.cirr import CirrConfig, evaluate_cirr, write_submissions
         from condsim.progress import rich_progress
-        from condsim.registry import create_model
 
         cfg = CirrConfig(root=str(root), split=split,
                          img_root=str(img_root) if img_root else None, seed=seed,
                          n_bootstrap=bootstrap, max_missing=max_missing, num_workers=workers,
                          cache_dir=str(cache_dir) if cache_dir else None)
-        encoder = create_model(model)
+        encoder = make_encoder(model, device, precision)
         with rich_progress() as progress:
             if split == "test1":
                 files = write_submissions(encoder, cfg, out, progress=progress)
@@ -78,19 +79,20 @@ def register_circo(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typ
         max_missing: int = typer.Option(0, help="Missing image files tolerated (skipped)."),
         batch_size: int = typer.Option(64),
         workers: int = typer.Option(2, help=WORKERS_HELP), cache_dir: Path = typer.Option(None),
+        device: str = typer.Option(None, help=DEVICE_HELP),
+        precision: str = typer.Option("auto", help=PRECISION_HELP),
         out: Path = typer.Option(Path("runs/circo"), "--out"),
     ) -> None:
         """CIRCO: mAP@5/10/25/50 (normalised by min(#gt, K)), Recall@K on the target,
         semantic mAP@10 per aspect; on test, the top-50 submission file."""
         from condsim.benchmarks.circo import CircoConfig, evaluate_circo, write_submission
         from condsim.progress import rich_progress
-        from condsim.registry import create_model
 
         cfg = CircoConfig(root=str(root), split=split, remove_reference=not keep_reference,
                           seed=seed, n_bootstrap=bootstrap, max_missing=max_missing,
                           batch_size=batch_size, num_workers=workers,
                           cache_dir=str(cache_dir) if cache_dir else None)
-        encoder = create_model(model)
+        encoder = make_encoder(model, device, precision)
         with rich_progress() as progress:
             if split == "test":
                 console.print(f"wrote {write_submission(encoder, cfg, out, progress=progress)}")
@@ -116,18 +118,20 @@ def register_more(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Type
         complete_text: bool = typer.Option(False, help='Condition "<adj> <noun>".'),
         seed: int = typer.Option(0), bootstrap: int = typer.Option(1000),
         workers: int = typer.Option(2, help=WORKERS_HELP), cache_dir: Path = typer.Option(None),
+        device: str = typer.Option(None, help=DEVICE_HELP),
+        precision: str = typer.Option("auto", help=PRECISION_HELP),
         out: Path = typer.Option(Path("runs/mitstates"), "--out"),
     ) -> None:
         """MIT-States (GeneCIS protocol): Recall@1/5/10 of any image of the target state."""
         from condsim.benchmarks.mitstates import MitStatesConfig, evaluate_mitstates
         from condsim.progress import rich_progress
-        from condsim.registry import create_model
 
         cfg = MitStatesConfig(root=str(root), complete_text=complete_text, seed=seed,
                               n_bootstrap=bootstrap, num_workers=workers,
                               cache_dir=str(cache_dir) if cache_dir else None)
         with rich_progress() as progress:
-            res = evaluate_mitstates(create_model(model), cfg, out, progress=progress)
+            res = evaluate_mitstates(make_encoder(model, device, precision), cfg, out,
+                                         progress=progress)
         _print_groups(f"MIT-States: {res.model['name']} (95% CI)", res.metrics, ("recall",))
 
     @eval_app.command("fashioniq")
@@ -139,18 +143,20 @@ def register_more(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Type
         seed: int = typer.Option(0), bootstrap: int = typer.Option(1000),
         max_missing: int = typer.Option(0, help="Missing image files tolerated (skipped)."),
         workers: int = typer.Option(2, help=WORKERS_HELP), cache_dir: Path = typer.Option(None),
+        device: str = typer.Option(None, help=DEVICE_HELP),
+        precision: str = typer.Option("auto", help=PRECISION_HELP),
         out: Path = typer.Option(Path("runs/fashioniq"), "--out"),
     ) -> None:
         """FashionIQ val: R@10/R@50 per category and their average."""
         from condsim.benchmarks.fashioniq import FashionIQConfig, evaluate_fashioniq
         from condsim.progress import rich_progress
-        from condsim.registry import create_model
 
         cfg = FashionIQConfig(root=str(root), join=join, seed=seed, n_bootstrap=bootstrap,
                               max_missing=max_missing, num_workers=workers,
                               cache_dir=str(cache_dir) if cache_dir else None)
         with rich_progress() as progress:
-            res = evaluate_fashioniq(create_model(model), cfg, out, progress=progress)
+            res = evaluate_fashioniq(make_encoder(model, device, precision), cfg, out,
+                                         progress=progress)
         for cat, m in res.metrics["categories"].items():
             console.print(f"{cat}: R@10 {m['recall']['10']['mean'] * 100:.2f}, "
                           f"R@50 {m['recall']['50']['mean'] * 100:.2f}")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from condsim.cli.common import console
+from condsim.cli.common import DEVICE_HELP, PRECISION_HELP, WORKERS_HELP, console, make_encoder
 
 
 def register(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typer) -> None:
@@ -18,7 +18,9 @@ def register(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typer) ->
         parquet: Path = typer.Option(None, help="Parquet file(s) folder or file."),
         column: str = typer.Option("jpg", help="Image column of --parquet."),
         cache_dir: Path = typer.Option(None, help="Embedding cache (shared by all ranks)."),
-        batch_size: int = typer.Option(64), workers: int = typer.Option(0),
+        batch_size: int = typer.Option(64), workers: int = typer.Option(0, help=WORKERS_HELP),
+        device: str = typer.Option(None, help=DEVICE_HELP),
+        precision: str = typer.Option("auto", help=PRECISION_HELP),
     ) -> None:
         """Encode images as targets into OUT. Under `torchrun --nproc-per-node N -m
         condsim.cli encode ...` each rank encodes its shard into the cache and rank 0
@@ -29,7 +31,6 @@ def register(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typer) ->
         from condsim.distributed import encode_distributed
         from condsim.errors import CondsimError
         from condsim.paths import default_cache_dir
-        from condsim.registry import create_model
         from condsim.training.trainer import maybe_init_distributed
 
         if (images is None) == (parquet is None):
@@ -44,7 +45,8 @@ def register(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typer) ->
         if not data:
             raise CondsimError("no images to encode")
         maybe_init_distributed()
-        path = encode_distributed(create_model(model), data, cache_dir or default_cache_dir(),
-                                  out, batch_size=batch_size, num_workers=workers)
+        path = encode_distributed(make_encoder(model, device, precision), data,
+                                  cache_dir or default_cache_dir(), out,
+                                  batch_size=batch_size, num_workers=workers)
         if path is not None:
             console.print(f"wrote {path} ({len(data)} embeddings)")

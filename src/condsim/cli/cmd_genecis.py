@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from condsim.cli.common import WORKERS_HELP, console
+from condsim.cli.common import DEVICE_HELP, PRECISION_HELP, WORKERS_HELP, console, make_encoder
 
 
 def register(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typer) -> None:
@@ -37,12 +37,13 @@ def register(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typer) ->
         batch_size: int = typer.Option(64),
         workers: int = typer.Option(2, help=WORKERS_HELP),
         cache_dir: Path = typer.Option(None, help="Embedding cache directory."),
+        device: str = typer.Option(None, help=DEVICE_HELP),
+        precision: str = typer.Option("auto", help=PRECISION_HELP),
     ) -> None:
         """Evaluate MODEL on GeneCIS: tie-safe R@1/2/3 per task with bootstrap CIs and the
         average R@1 headline; every unique image/crop is encoded once."""
         from condsim.benchmarks.genecis import GenecisConfig, evaluate_genecis, task_table_rows
         from condsim.progress import rich_progress
-        from condsim.registry import create_model
 
         cfg = GenecisConfig(
             annotations=str(annotations), coco_root=str(coco_root) if coco_root else None,
@@ -53,7 +54,7 @@ def register(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typer) ->
             batch_size=batch_size, num_workers=workers,
             cache_dir=str(cache_dir) if cache_dir else None,
         )
-        encoder = create_model(model)
+        encoder = make_encoder(model, device, precision)
         with rich_progress() as progress:
             result = evaluate_genecis(encoder, cfg, out, progress=progress)
         table = Table(title=f"GeneCIS: {result.model['name']} (95% CI)")

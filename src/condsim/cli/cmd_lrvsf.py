@@ -6,7 +6,15 @@ from pathlib import Path
 
 import typer
 
-from condsim.cli.common import WORKERS_HELP, console, int_list, lrvsf_table
+from condsim.cli.common import (
+    DEVICE_HELP,
+    PRECISION_HELP,
+    WORKERS_HELP,
+    console,
+    int_list,
+    lrvsf_table,
+    make_encoder,
+)
 
 
 def register(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typer) -> None:
@@ -31,14 +39,14 @@ def register(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typer) ->
         batch_size: int = typer.Option(64, help="Images per forward pass."),
         workers: int = typer.Option(2, help=WORKERS_HELP),
         cache_dir: Path = typer.Option(None, help="Embedding cache (default ~/.cache/condsim)."),
-        device: str = typer.Option(None, help="cpu | cuda (default: cuda when available)."),
+        device: str = typer.Option(None, help=DEVICE_HELP),
+        precision: str = typer.Option("auto", help=PRECISION_HELP),
     ) -> None:
         """Evaluate MODEL on LRVS-Fashion: recall@K with 20 bootstrap folds for each
         distractor count, computed exactly in one pass. Writes results.json and
         model_card.yaml (leaderboard format) to --out."""
         from condsim.benchmarks.lrvsf import LRVSFConfig, evaluate_lrvsf
         from condsim.progress import rich_progress
-        from condsim.registry import create_model
 
         cfg = LRVSFConfig(
             data_root=str(data_root), conditioning=conditioning,
@@ -47,7 +55,7 @@ def register(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typer) ->
             fragments_readahead=fragments_readahead, dev_run=dev_run, batch_size=batch_size,
             num_workers=workers, cache_dir=str(cache_dir) if cache_dir else None, device=device,
         )
-        encoder = create_model(model) if device is None else create_model(model, device=device)
+        encoder = make_encoder(model, device, precision)
         with rich_progress() as progress:
             result = evaluate_lrvsf(encoder, cfg, out, progress=progress)
         console.print(lrvsf_table(result))

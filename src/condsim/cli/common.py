@@ -46,3 +46,23 @@ def lrvsf_table(result: Any) -> Table:
     return table
 
 WORKERS_HELP = "Decode threads overlapped with the forward pass (0: decode inline)."
+DEVICE_HELP = "cpu | cuda | cuda:N (default: cuda when available)."
+PRECISION_HELP = ("Forward precision: auto (bf16 autocast + channels-last on CUDA, fp32 on CPU) "
+                  "| fp32 | bf16 | fp16 (CUDA). Part of the cache identity.")
+
+
+def make_encoder(model: str, device: str | None = None, precision: str = "auto") -> Any:
+    """``create_model`` with the CLI's --device/--precision options. Under torchrun on a
+    CUDA machine each rank defaults to its own GPU (``cuda:$LOCAL_RANK``)."""
+    import os
+
+    import torch
+
+    from condsim.registry import create_model
+
+    kwargs: dict[str, Any] = {"precision": precision}
+    if not device and "LOCAL_RANK" in os.environ and torch.cuda.is_available():
+        device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    if device:
+        kwargs["device"] = device
+    return create_model(model, **kwargs)

@@ -48,12 +48,66 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` is bf16 autocast on a CUDA device that supports it (fp16 on older GPUs) and
+    fp32 elsewhere; ``fp16`` is only accepted on CUDA."""
+    if precision not in PRECISIONS:
+        raise ModelError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "auto":
+        if device.type != "cuda":
+            return "fp32"
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if precision == "fp16" and device.type != "cuda":
+        raise ModelError("fp16 autocast needs a CUDA device; use bf16 or fp32 on CPU")
+    return precision
+
+
 class PixelEncoder(ABC):
-    """A :class:`~condsim.types.ConditionalEncoder` with a separable preprocessing step."""
+    """A :class:`~condsim.types.ConditionalEncoder` with a separable preprocessing step.
+
+    Forward passes run under ``torch.inference_mode`` and, after :meth:`set_precision`, under
+    bf16/fp16 autocast with channels-last inputs (the default on CUDA: ``precision="auto"``).
+    """
 
     meta: ModelMeta
     preprocessor: ImagePreprocessor
     device: torch.device
+    precision: str = "fp32"
+    channels_last: bool = False
+
+    def set_precision(self, precision: str = "auto", channels_last: bool | None = None) -> None:
+        """Choose the forward pass's precision (see :func:`resolve_precision`) and memory
+        format (``channels_last=None``: on CUDA). Updates ``meta.precision`` (cache identity)."""
+        from dataclasses import replace
+
+        self.precision = resolve_precision(precision, self.device)
+        self.channels_last = self.device.type == "cuda" if channels_last is None else \
+            channels_last
+        for value in vars(self).values():
+            if isinstance(value, torch.nn.Module) and self.channels_last:
+                value.to(memory_format=torch.channels_last)
+            elif isinstance(value, PixelEncoder):  # a wrapped backbone (Combiner)
+                value.set_precision(precision, channels_last)
+        self.meta = replace(self.meta, precision=self.precision)
+
+    def forward_pixels(self, pixels: torch.Tensor,
+                       conditions: Sequence[str] | None = None) -> torch.Tensor:
+        """Target (``conditions=None``) or query embeddings of normalised pixels on the device,
+        in this encoder's precision and memory format; returns float32."""
+        if self.channels_last:
+            pixels = pixels.contiguous(memory_format=torch.channels_last)
+        dtype = _AUTOCAST_DTYPES.get(self.precision)
+        with torch.autocast(self.device.type, dtype=dtype or torch.float32,
+                            enabled=dtype is not None):
+            if conditions is None:
+                emb = self.encode_image_pixels(pixels)
+            else:
+                emb = self.encode_query_pixels(pixels, conditions)
+        return emb.float()
 
     @abstractmethod
     def encode_image_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -80,7 +134,7 @@ class PixelEncoder(ABC):
     def encode_targets(self, images: Sequence[ImageLike]) -> torch.Tensor:
         if len(images) == 0:
             return torch.zeros((0, self.meta.embedding_dim))
-        return self.encode_image_pixels(self._pixels(images).to(self.device)).float().cpu()
+        return self.forward_pixels(self._pixels(images).to(self.device)).cpu()
 
     @torch.inference_mode()
     def encode_queries(
@@ -91,7 +145,7 @@ class PixelEncoder(ABC):
         if len(images) == 0:
             return torch.zeros((0, self.meta.embedding_dim))
         pixels = self._pixels(images).to(self.device)
-        return self.encode_query_pixels(pixels, list(conditions)).float().cpu()
+        return self.forward_pixels(pixels, list(conditions)).cpu()
 
 
 class _DecodeDataset(Dataset):
@@ -279,12 +333,8 @@ def encode_images(
                 if keep:
                     sel = pixels if len(keep) == b else pixels[keep]
                     px = model.preprocessor.normalize(sel.to(model.device, non_blocking=True))
-                    if conditions is None:
-                        emb = model.encode_image_pixels(px)
-                    else:
-                        emb = model.encode_query_pixels(
-                            px, [conditions[start + i] for i in keep]
-                        )
+                    emb = model.forward_pixels(
+                        px, None if conditions is None else [conditions[start + i] for i in keep])
                     rows = as_float32_rows(emb, len(keep), dim, what)
                     out[[start + i for i in keep]] = rows
                 start += b
