@@ -15,12 +15,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from condsim.data.lrvsf import CATEGORIES
 from condsim.errors import ModelError
-from condsim.models.base import PixelEncoder
+from condsim.models.base import PixelEncoder, module_digest
 from condsim.models.preprocess import ImagePreprocessor
 from condsim.registry import register_model
 from condsim.results.run_result import atomic_write_text
@@ -131,7 +132,7 @@ class CondViTEncoder(PixelEncoder):
 
     def __init__(self, model: CondViT, preprocessor: ImagePreprocessor, name: str,
                  device: str | torch.device | None = None, revision: str = "") -> None:
-        from condsim.models.base import default_device, module_digest
+        from condsim.models.base import default_device
 
         self.device = torch.device(device) if device else default_device()
         self.model = model.to(self.device).eval()
@@ -152,11 +153,131 @@ class CondViTEncoder(PixelEncoder):
         return self.model(pixels, list(conditions))
 
 
-@register_model("condvit:", scheme=True, description="CondViT checkpoint directory (category)")
+#: The authors' evaluation transform (CondViT-LRVSF ``valid_tf``): white square padding,
+#: bilinear resize to 224 x 224, CLIP normalisation.
+AUTHORS_PREPROCESSOR = ImagePreprocessor(resize=0, crop_h=224, crop_w=224,
+                                         resample=int(Image.Resampling.BILINEAR), pad_square=255)
+_AUTHORS_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        if path.suffix == ".safetensors":
+            return load_file(str(path))
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 (any unreadable file: one clear error)
+        raise ModelError(f"{path}: cannot read the checkpoint ({type(exc).__name__}: {exc})"
+                         ) from exc
+    if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
+        sd = sd["state_dict"]
+    if not isinstance(sd, dict):
+        raise ModelError(f"{path}: expected a state dict, got {type(sd).__name__}")
+    return sd
+
+
+def _authors_weights(path: Path) -> tuple[dict[str, torch.Tensor], Path]:
+    """The authors' ``ConditionalViT`` state dict from a file or a hub-style directory, with
+    any wrapper prefix (``module.`` from DDP, ``model.`` from a hub wrapper) removed."""
+    file = path
+    if path.is_dir():
+        found = [path / f for f in _AUTHORS_FILES if (path / f).is_file()] + sorted(
+            path.glob("*.pth")) + sorted(path.glob("*.pt"))
+        if not found:
+            raise ModelError(f"{path}: not a CondViT checkpoint: no {CONFIG_NAME} (condsim's "
+                             f"layout) and no {' / '.join(_AUTHORS_FILES)} / *.pth (authors')")
+        file = found[0]
+    sd = _read_state_dict(file)
+    prefix = next((k[: -len("conv1.weight")] for k in sd if k.endswith("conv1.weight")), None)
+    if prefix is None or f"{prefix}class_embedding" not in sd:
+        raise ModelError(f"{file}: not a CondViT-LRVSF checkpoint (no conv1.weight / "
+                         "class_embedding keys)")
+    return {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}, file
+
+
+def condvit_from_authors(path: str | Path, heads: int | None = None) -> CondViT:
+    """A :class:`CondViT` from the authors' checkpoint (``lrvsf.model.ConditionalViT`` state
+    dict: a ``.pth`` of their training code, or a directory with ``model.safetensors`` /
+    ``pytorch_model.bin`` as on the hub), converted exactly.
+
+    The architecture is read off the weights as their ``load_chkpt`` does (width, patch size,
+    grid, depth, output dim, number of categories); heads default to ``width // 64`` (CLIP's
+    rule) unless a ``config.json`` beside the weights names them. Their category token sits
+    after the patches with its own positional embedding ``c_pos``; attention has no mask, so
+    the token's place in the sequence is irrelevant and ``c_embedding[i] + c_pos`` is exactly
+    condsim's category token ``i``. Their categories are ``constants.categories``, the same
+    order as :data:`~condsim.data.lrvsf.CATEGORIES`.
+    """
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    sd, file = _authors_weights(Path(path))
+    if "c_embedding.weight" not in sd:
+        raise ModelError(f"{file}: an unconditional ViT (no c_embedding); condvit: needs the "
+                         "categorical CondViT")
+    width, _, patch, _ = sd["conv1.weight"].shape
+    n_pos = sd["positional_embedding"].shape[0] - 1
+    grid = round(n_pos ** 0.5)
+    layers = 1 + max(int(k.split(".")[2]) for k in sd if k.startswith("transformer.resblocks."))
+    n_cat = sd["c_embedding.weight"].shape[0]
+    if n_cat != len(CATEGORIES):
+        raise ModelError(f"{file}: {n_cat} category embeddings, expected {len(CATEGORIES)} "
+                         f"({', '.join(CATEGORIES)})")
+    if heads is None:
+        cfg_file = (file.parent / "config.json")
+        raw = json.loads(cfg_file.read_text()) if cfg_file.is_file() else {}
+        heads = int(raw.get("heads", raw.get("num_attention_heads", max(1, width // 64))))
+    vcfg = CLIPVisionConfig(
+        hidden_size=width, intermediate_size=sd["transformer.resblocks.0.mlp.c_fc.weight"]
+        .shape[0], num_hidden_layers=layers, num_attention_heads=heads,
+        image_size=grid * patch, patch_size=patch, projection_dim=sd["proj"].shape[1],
+        hidden_act="quick_gelu", layer_norm_eps=1e-5,
+    )
+    new: dict[str, torch.Tensor] = {
+        "vision_model.embeddings.class_embedding": sd["class_embedding"],
+        "vision_model.embeddings.patch_embedding.weight": sd["conv1.weight"],
+        "vision_model.embeddings.position_embedding.weight": sd["positional_embedding"],
+        "visual_projection.weight": sd["proj"].t(),
+    }
+    for ours, theirs in (("pre_layrnorm", "ln_pre"), ("post_layernorm", "ln_post")):
+        for p in ("weight", "bias"):
+            new[f"vision_model.{ours}.{p}"] = sd[f"{theirs}.{p}"]
+    for i in range(layers):
+        a, b = f"transformer.resblocks.{i}.", f"vision_model.encoder.layers.{i}."
+        for p in ("weight", "bias"):
+            q, k, v = sd[f"{a}attn.in_proj_{p}"].chunk(3, dim=0)
+            new.update({f"{b}self_attn.q_proj.{p}": q, f"{b}self_attn.k_proj.{p}": k,
+                        f"{b}self_attn.v_proj.{p}": v,
+                        f"{b}self_attn.out_proj.{p}": sd[f"{a}attn.out_proj.{p}"],
+                        f"{b}layer_norm1.{p}": sd[f"{a}ln_1.{p}"],
+                        f"{b}layer_norm2.{p}": sd[f"{a}ln_2.{p}"],
+                        f"{b}mlp.fc1.{p}": sd[f"{a}mlp.c_fc.{p}"],
+                        f"{b}mlp.fc2.{p}": sd[f"{a}mlp.c_proj.{p}"]})
+    vision = CLIPVisionModelWithProjection(vcfg)
+    missing, unexpected = vision.load_state_dict(new, strict=False)
+    missing = [m for m in missing if not m.endswith("position_ids")]
+    if missing or unexpected:
+        raise ModelError(f"{file}: conversion left missing {missing} / unexpected {unexpected}")
+    model = CondViT(vision, CondViTConfig(conditioning="category"))
+    with torch.no_grad():
+        model.cond.weight.copy_(sd["c_embedding.weight"] + sd["c_pos_embedding"].reshape(1, -1))
+    return model.eval()
+
+
+@register_model(
+    "condvit:", scheme=True,
+    description="CondViT: condsim checkpoint dir, or the authors' (.pth, hub dir or id)")
 def create_condvit(rest: str, **kwargs: Any) -> CondViTEncoder:
     from condsim.models.clip_hf import _read_preprocessor_config, _weights_digest
 
-    model = CondViT.load(rest)
-    pre = ImagePreprocessor.from_hf_config(_read_preprocessor_config(Path(rest)))
-    return CondViTEncoder(model, pre, name=f"condvit:{rest}", revision=_weights_digest(
-        Path(rest)), **kwargs)
+    path = Path(rest).expanduser()
+    if not path.exists():  # a hub id (e.g. Slep/CondViT-B16-cat) from the local HF cache/hub
+        from condsim.models.clip_hf import resolve_checkpoint
+
+        path = resolve_checkpoint(rest)
+    if path.is_dir() and (path / CONFIG_NAME).is_file():
+        model = CondViT.load(path)
+        pre = ImagePreprocessor.from_hf_config(_read_preprocessor_config(path))
+        return CondViTEncoder(model, pre, name=f"condvit:{rest}",
+                              revision=_weights_digest(path), **kwargs)
+    model = condvit_from_authors(path)
+    return CondViTEncoder(model, AUTHORS_PREPROCESSOR, name=f"condvit:{rest}",
+                          revision=module_digest(model), **kwargs)

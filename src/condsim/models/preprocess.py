@@ -26,6 +26,8 @@ class ImagePreprocessor:
     """Resize the shortest side to ``resize`` (bicubic by default), centre-crop
     ``crop_h x crop_w``, scale to [0, 1], normalise ``(x - mean) / std``; output ``(3, H, W)``
     float32. ``resize=0`` resizes straight to the crop size (no aspect kept, as SigLIP does).
+    ``pad_square >= 0`` first pads the image to a centred square with that grey level (the
+    LRVS-F CondViT transform: white square padding, then a plain resize).
     """
 
     resize: int = 224
@@ -34,15 +36,25 @@ class ImagePreprocessor:
     mean: tuple[float, float, float] = OPENAI_CLIP_MEAN
     std: tuple[float, float, float] = OPENAI_CLIP_STD
     resample: int = int(Image.Resampling.BICUBIC)
+    pad_square: int = -1
 
     @property
     def id(self) -> str:
-        blob = json.dumps(asdict(self), sort_keys=True).encode()
+        fields = asdict(self)
+        if self.pad_square < 0:  # keep the ids of unpadded preprocessings (and caches) stable
+            del fields["pad_square"]
+        blob = json.dumps(fields, sort_keys=True).encode()
         return "pil-" + hashlib.blake2b(blob, digest_size=6).hexdigest()
 
     def to_pil(self, image: Any) -> Image.Image:
         """Decode (if needed), resize and crop; returns the RGB crop."""
         img = decode_image(image)
+        if self.pad_square >= 0 and img.size[0] != img.size[1]:
+            w, h = img.size
+            side = max(w, h)
+            canvas = Image.new("RGB", (side, side), (self.pad_square,) * 3)
+            canvas.paste(img, ((side - w) // 2, (side - h) // 2))
+            img = canvas
         if self.resize <= 0:
             return img.resize((self.crop_w, self.crop_h), self.resample)
         w, h = img.size
