@@ -54,13 +54,26 @@ def test_siglip_round_trip_offline(siglip_dir, monkeypatch):
     assert torch.equal(again.encode_targets([_image()]), t)
 
 
-@pytest.mark.parametrize("which", ["clip", "siglip"])
+@pytest.mark.parametrize("which", ["clip", "clip224", "siglip"])
 def test_preprocessing_matches_the_checkpoints_processor(which, siglip_dir):
-    from transformers import AutoImageProcessor
+    from transformers import AutoImageProcessor, CLIPImageProcessor
 
-    path = tiny_clip_dir() if which == "clip" else siglip_dir
-    enc = create_model(f"hf:{path}", device="cpu")
-    ref = AutoImageProcessor.from_pretrained(path)(images=_image(), return_tensors="np")
-    ours = enc.preprocessor(_image())
-    assert ours.shape == ref["pixel_values"][0].shape
-    assert np.abs(ours - ref["pixel_values"][0]).max() < 1e-5  # float rounding only
+    from condsim.models.preprocess import ImagePreprocessor
+
+    if which == "clip224":  # OpenAI CLIP's processor: shortest edge 224, centre crop 224
+        proc = CLIPImageProcessor()
+        pre = ImagePreprocessor.from_hf_config(proc.to_dict())
+    else:
+        path = tiny_clip_dir() if which == "clip" else siglip_dir
+        proc = AutoImageProcessor.from_pretrained(path)
+        pre = create_model(f"hf:{path}", device="cpu").preprocessor
+    rng = np.random.default_rng(0)
+    # aspect ratios whose resized long side rounds up (451 -> 336.75) and down (500 -> 336.3)
+    sizes = [(300, 451), (451, 300), (257, 1000), (333, 500), (640, 481), (200, 200)]
+    images = [_image()] + [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+                           for w, h in sizes]
+    for img in images:
+        ref = proc(images=img, return_tensors="np")["pixel_values"][0]
+        ours = pre(img)
+        assert ours.shape == ref.shape
+        assert np.abs(ours - ref).max() < 1e-5, img.size  # float rounding only

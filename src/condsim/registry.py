@@ -35,6 +35,7 @@ _BUILTIN_MODEL_MODULES = (
     "condsim.models.tiny",
     "condsim.models.combiner",
     "condsim.models.condvit",
+    "condsim.models.openclip",
 )
 _BUILTIN_BENCHMARK_MODULES = (
     "condsim.benchmarks.lrvsf", "condsim.benchmarks.genecis", "condsim.benchmarks.cirr",

@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+from abc import abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -87,7 +88,55 @@ def resolve_checkpoint(name_or_path: str) -> Path:
         ) from exc
 
 
-class HFClipEncoder(PixelEncoder):
+class DualEncoder(PixelEncoder):
+    """A CLIP-style image/text dual encoder. Queries combine the image and the condition text
+    by ``mode``: ``image+text`` is the GeneCIS baseline
+    ``q = normalize(normalize(f_img(x)) + normalize(f_txt(c)))``; ``image-only`` is
+    ``normalize(f_img(x))``; ``text-only`` is ``normalize(f_txt(c))``. Targets are
+    ``normalize(f_img(y))``."""
+
+    mode: str = "image+text"
+
+    @abstractmethod
+    def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
+        """Normalised text features of ``texts``."""
+
+    def encode_query_pixels(
+        self, pixels: torch.Tensor, conditions: Sequence[str]
+    ) -> torch.Tensor:
+        if self.mode == "image-only":
+            return self.encode_image_pixels(pixels)
+        text = self.encode_texts(conditions)
+        if self.mode == "text-only":
+            return text
+        return F.normalize(self.encode_image_pixels(pixels) + text, dim=-1)
+
+    def _dual_meta(self, base: str, dim: int, revision: str, extra: dict[str, Any]) -> ModelMeta:
+        mode = self.mode
+        return ModelMeta(
+            name=base if mode == "image+text" else f"combine:{mode}/{base}",
+            embedding_dim=dim,
+            preprocessing_id=f"{self.preprocessor.id}+{mode}",
+            conditions=("category", "text"),
+            revision=revision,
+            extra={**extra, "mode": mode},
+            precision=self.precision,
+        )
+
+    def with_mode(self, mode: str) -> DualEncoder:
+        """A view of this encoder with another image/text combination (shares the weights)."""
+        if mode not in COMBINE_MODES:
+            raise ModelError(f"unknown combination {mode!r}; choose from {COMBINE_MODES}")
+        clone = object.__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        clone.mode = mode
+        base = self.meta.extra.get("base_name", self.meta.name)
+        clone.meta = clone._dual_meta(base, self.meta.embedding_dim, self.meta.revision,
+                                      self.meta.extra)
+        return clone
+
+
+class HFClipEncoder(DualEncoder):
     """A CLIP-family dual encoder from a transformers checkpoint."""
 
     def __init__(
@@ -118,14 +167,8 @@ class HFClipEncoder(PixelEncoder):
         dim = int(getattr(cfg, "projection_dim", 0) or cfg.text_config.hidden_size)
         self.max_length = int(getattr(cfg.text_config, "max_position_embeddings", 77))
         base = name or f"hf:{name_or_path}"
-        self.meta = ModelMeta(
-            name=base if mode == "image+text" else f"combine:{mode}/{base}",
-            embedding_dim=dim,
-            preprocessing_id=f"{self.preprocessor.id}+{mode}",
-            conditions=("category", "text"),
-            revision=_weights_digest(path),
-            extra={"path": str(path), "mode": mode, "architecture": type(self.model).__name__},
-        )
+        self.meta = self._dual_meta(base, dim, _weights_digest(path), {
+            "path": str(path), "architecture": type(self.model).__name__, "base_name": base})
 
     def encode_image_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         return F.normalize(_features(self.model.get_image_features(pixel_values=pixels)), dim=-1)
@@ -137,16 +180,6 @@ class HFClipEncoder(PixelEncoder):
             return_tensors="pt",
         ).to(self.device)
         return F.normalize(_features(self.model.get_text_features(**tok)), dim=-1)
-
-    def encode_query_pixels(
-        self, pixels: torch.Tensor, conditions: Sequence[str]
-    ) -> torch.Tensor:
-        if self.mode == "image-only":
-            return self.encode_image_pixels(pixels)
-        text = self.encode_texts(conditions)
-        if self.mode == "text-only":
-            return text
-        return F.normalize(self.encode_image_pixels(pixels) + text, dim=-1)
 
 
 @register_model("hf:", scheme=True, description="transformers CLIP/SigLIP checkpoint (dir or id)")
@@ -167,26 +200,6 @@ def create_combine(rest: str, **kwargs: Any) -> PixelEncoder:
             f"expected combine:<mode>/<model> with mode in {COMBINE_MODES}, got 'combine:{rest}'"
         )
     model = create_model(base, **kwargs)
-    if not isinstance(model, HFClipEncoder):
+    if not isinstance(model, DualEncoder):
         raise ModelError(f"combine: needs a CLIP dual encoder, {base!r} is not one")
     return model.with_mode(mode)
-
-
-def _with_mode(self: HFClipEncoder, mode: str) -> HFClipEncoder:
-    """A view of this encoder with another image/text combination (shares the weights)."""
-    clone = object.__new__(HFClipEncoder)
-    clone.__dict__.update(self.__dict__)
-    clone.mode = mode
-    base = self.meta.name
-    clone.meta = ModelMeta(
-        name=base if mode == "image+text" else f"combine:{mode}/{base}",
-        embedding_dim=self.meta.embedding_dim,
-        preprocessing_id=f"{self.preprocessor.id}+{mode}",
-        conditions=self.meta.conditions,
-        revision=self.meta.revision,
-        extra={**self.meta.extra, "mode": mode},
-    )
-    return clone
-
-
-HFClipEncoder.with_mode = _with_mode  # type: ignore[attr-defined]

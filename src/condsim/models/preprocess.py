@@ -37,12 +37,17 @@ class ImagePreprocessor:
     std: tuple[float, float, float] = OPENAI_CLIP_STD
     resample: int = int(Image.Resampling.BICUBIC)
     pad_square: int = -1
+    #: where the centre crop starts: ``floor`` = ``(size - crop) // 2`` (transformers) or
+    #: ``round`` = ``int(round((size - crop) / 2))``, half to even (torchvision, open_clip)
+    crop_anchor: str = "floor"
 
     @property
     def id(self) -> str:
         fields = asdict(self)
-        if self.pad_square < 0:  # keep the ids of unpadded preprocessings (and caches) stable
-            del fields["pad_square"]
+        fields["long_side"] = "trunc"  # v2: the long side truncated, as transformers does
+        for name, default in (("pad_square", -1), ("crop_anchor", "floor")):
+            if fields[name] == default:  # ids of the plain preprocessing stay as they were
+                del fields[name]
         blob = json.dumps(fields, sort_keys=True).encode()
         return "pil-" + hashlib.blake2b(blob, digest_size=6).hexdigest()
 
@@ -58,12 +63,18 @@ class ImagePreprocessor:
         if self.resize <= 0:
             return img.resize((self.crop_w, self.crop_h), self.resample)
         w, h = img.size
-        scale = self.resize / min(w, h)
-        nw, nh = max(self.resize, round(w * scale)), max(self.resize, round(h * scale))
+        # the long side as transformers' and torchvision's shortest-edge resize compute it:
+        # int(size * long / short), truncated (rounding moves the crop by a pixel)
+        if w <= h:
+            nw, nh = self.resize, int(self.resize * h / w)
+        else:
+            nw, nh = int(self.resize * w / h), self.resize
         if (nw, nh) != (w, h):
             img = img.resize((nw, nh), self.resample)
-        left = (nw - self.crop_w) // 2
-        top = (nh - self.crop_h) // 2
+        if self.crop_anchor == "round":
+            left, top = int(round((nw - self.crop_w) / 2)), int(round((nh - self.crop_h) / 2))
+        else:
+            left, top = (nw - self.crop_w) // 2, (nh - self.crop_h) // 2
         if left < 0 or top < 0:
             canvas = Image.new("RGB", (max(nw, self.crop_w), max(nh, self.crop_h)))
             canvas.paste(img, (max(0, -left), max(0, -top)))
