@@ -61,7 +61,7 @@ def import_open_clip() -> Any:
     """The ``open_clip`` module, or a :class:`ModelError` saying how to get it."""
     try:
         import open_clip
-    except ImportError as exc:  # not installed, or torchvision missing/broken
+    except Exception as exc:  # noqa: BLE001 (not installed; torchvision missing or broken)
         raise ModelError(
             f"open_clip models need the open_clip_torch package and a working torchvision "
             f"(pip install 'condsim[open_clip]'); importing it failed: {exc}") from exc
