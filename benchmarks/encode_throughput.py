@@ -76,7 +76,8 @@ def main() -> None:
         assert res.ok.all()
         t_pipe = time.perf_counter() - t0
         name = f"condsim pipeline ({args.workers} decode {label})"
-        print(f"{name:38s}: {args.n / t_pipe:8.0f} img/s = {t_naive / t_pipe:.2f}x naive; max |diff| "
+        print(f"{name:38s}: {args.n / t_pipe:8.0f} img/s = {t_naive / t_pipe:.2f}x naive; "
+              "max |diff| "
               f"{float(np.abs(ref - res.embeddings).max()):.2g}")
     print("(pipeline = decode workers + the forward pass in the main thread, overlapped)")
 
