@@ -23,7 +23,7 @@ from PIL import Image
 
 from condsim import create_model
 from condsim.errors import ModelError
-from condsim.models.openclip import preprocessor_from_open_clip
+from condsim.models.open_clip import preprocessor_from_open_clip
 from stubs import jpegs
 
 TINY = {"embed_dim": 16,

@@ -57,3 +57,19 @@ def test_channels_last_inputs_give_the_same_embeddings():
     assert cl.channels_last and not plain.channels_last
     np.testing.assert_allclose(encode_images(cl, imgs).embeddings,
                                encode_images(plain, imgs).embeddings, rtol=0, atol=1e-5)
+
+
+def test_models_cli_lists_dims_and_conditions_and_describes_one(capsys):
+    from condsim.cli.main import main
+
+    assert main(["models"]) == 0
+    listing = capsys.readouterr().out
+    for scheme in ("hf:", "open_clip:", "combine:", "combiner:", "condvit:"):
+        assert scheme in listing
+    assert "test/tiny-clip" in listing and "32" in listing
+    assert main(["models", "test/tiny-clip", "--precision", "bf16", "--device", "cpu"]) == 0
+    shown = capsys.readouterr().out
+    assert "bf16" in shown and "category, text" in shown and "~bf16" in shown
+    assert main(["models", "test/tiny-clipp"]) == 2
+    err = capsys.readouterr()
+    assert "Did you mean 'test/tiny-clip'" in err.out + err.err

@@ -23,6 +23,8 @@ class ModelEntry:
     factory: ModelFactory
     description: str
     is_scheme: bool
+    dim: int | None = None  # embedding dimension, when fixed (schemes: read from the checkpoint)
+    conditions: tuple[str, ...] = ()  # condition kinds the model's queries accept
 
 
 _MODELS: dict[str, ModelEntry] = {}
@@ -35,7 +37,7 @@ _BUILTIN_MODEL_MODULES = (
     "condsim.models.tiny",
     "condsim.models.combiner",
     "condsim.models.condvit",
-    "condsim.models.openclip",
+    "condsim.models.open_clip",
 )
 _BUILTIN_BENCHMARK_MODULES = (
     "condsim.benchmarks.lrvsf", "condsim.benchmarks.genecis", "condsim.benchmarks.cirr",
@@ -46,7 +48,8 @@ _BUILTIN_BENCHMARK_MODULES = (
 
 
 def register_model(
-    name: str, *, description: str = "", scheme: bool = False
+    name: str, *, description: str = "", scheme: bool = False, dim: int | None = None,
+    conditions: tuple[str, ...] = ("category", "text"),
 ) -> Callable[[ModelFactory], ModelFactory]:
     """Decorator registering ``factory`` under ``name``.
 
@@ -56,7 +59,7 @@ def register_model(
 
     def deco(factory: ModelFactory) -> ModelFactory:
         _MODELS[name] = ModelEntry(name, factory, description or (factory.__doc__ or "").strip()
-                                   .split("\n")[0], scheme)
+                                   .split("\n")[0], scheme, dim, conditions)
         return factory
 
     return deco

@@ -263,7 +263,7 @@ def condvit_from_authors(path: str | Path, heads: int | None = None) -> CondViT:
 
 
 @register_model(
-    "condvit:", scheme=True,
+    "condvit:", scheme=True, conditions=("category",),
     description="CondViT: condsim checkpoint dir, or the authors' (.pth, hub dir or id)")
 def create_condvit(rest: str, **kwargs: Any) -> CondViTEncoder:
     from condsim.models.clip_hf import _read_preprocessor_config, _weights_digest

@@ -92,6 +92,7 @@ def tiny_clip_dir() -> Path:
     return path
 
 
-@register_model("test/tiny-clip", description="seeded random-init tiny CLIP (offline, 32-d)")
+@register_model("test/tiny-clip", description="seeded random-init tiny CLIP (offline)",
+                dim=32)
 def create_tiny_clip(**kwargs: Any) -> HFClipEncoder:
     return HFClipEncoder(str(tiny_clip_dir()), name="test/tiny-clip", **kwargs)
