@@ -11,7 +11,6 @@ condsim's decode workers and no torchvision transform is called.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from condsim.cache.store import file_checksum
 from condsim.errors import ModelError
 from condsim.models.base import default_device, module_digest
 from condsim.models.clip_hf import COMBINE_MODES, DualEncoder
@@ -114,7 +114,7 @@ class OpenClipEncoder(DualEncoder):
         if dim is None:
             with torch.inference_mode():
                 dim = int(self.encode_texts(["a"]).shape[-1])
-        revision = _file_digest(Path(pretrained)) if pretrained and Path(
+        revision = file_checksum(Path(pretrained)) if pretrained and Path(
             pretrained).is_file() else (pretrained or module_digest(self.model))
         base = f"open_clip:{rest}"
         self.meta = self._dual_meta(base, dim, revision, {
@@ -128,14 +128,6 @@ class OpenClipEncoder(DualEncoder):
     def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
         tokens = self.tokenizer(list(texts)).to(self.device)
         return F.normalize(self.model.encode_text(tokens), dim=-1)
-
-
-def _file_digest(path: Path) -> str:
-    h = hashlib.blake2b(digest_size=8)
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @register_model(
