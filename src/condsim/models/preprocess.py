@@ -86,27 +86,37 @@ class ImagePreprocessor:
         4x less data than float32)."""
         return np.asarray(self.to_pil(image), dtype=np.uint8)
 
-    def normalize(self, batch: torch.Tensor) -> torch.Tensor:
-        """``(B, H, W, 3)`` uint8 -> ``(B, 3, H, W)`` float32:
-        ``x / 255 * (1 / std) - mean / std`` as two separate elementwise ops (no fused
-        multiply-add), so the single-image and batched paths give identical bits."""
-        scale = torch.tensor([1.0 / (255.0 * s) for s in self.std], dtype=torch.float32,
-                             device=batch.device)
-        offset = torch.tensor([m / s for m, s in zip(self.mean, self.std, strict=True)],
-                              dtype=torch.float32, device=batch.device)
-        x = batch.to(torch.float32).mul_(scale).sub_(offset)
-        return x.permute(0, 3, 1, 2).contiguous()
-
-    def __call__(self, image: Any) -> np.ndarray:
-        """``(3, H, W)`` float32 normalised pixels of one image (the same two correctly
-        rounded float32 operations as :meth:`normalize`, hence the same bits)."""
+    def _scale_offset(self) -> tuple[np.ndarray, np.ndarray]:
         scale = np.asarray([1.0 / (255.0 * s) for s in self.std], np.float32)
         offset = np.asarray([m / s for m, s in zip(self.mean, self.std, strict=True)],
                             np.float32)
-        x = self.to_uint8(image).astype(np.float32)
-        x *= scale
-        x -= offset
-        return np.ascontiguousarray(x.transpose(2, 0, 1))
+        return scale, offset
+
+    def normalize(self, batch: torch.Tensor) -> torch.Tensor:
+        """``(B, H, W, 3)`` uint8 -> ``(B, 3, H, W)`` float32:
+        ``x * (1 / (255 std)) - mean / std`` as two separate correctly rounded float32
+        operations (no fused multiply-add), so every path gives identical bits. The uint8
+        batch is made channels-first before the float work (2x faster on CPU than
+        normalising an interleaved last axis of 3)."""
+        scale, offset = (torch.from_numpy(a).to(batch.device).view(1, 3, 1, 1)
+                         for a in self._scale_offset())
+        x = batch.permute(0, 3, 1, 2).to(torch.float32, memory_format=torch.contiguous_format)
+        return x.mul_(scale).sub_(offset)
+
+    def normalize_into(self, pixels: np.ndarray, out: np.ndarray) -> None:
+        """Normalise one ``(H, W, 3)`` uint8 image into ``out`` (``(3, H, W)`` float32), with
+        the same two float32 operations as :meth:`normalize` (numpy releases the GIL here, so
+        decode threads can do it in parallel)."""
+        scale, offset = self._scale_offset()
+        np.multiply(pixels.transpose(2, 0, 1), scale[:, None, None], out=out)
+        out -= offset[:, None, None]
+
+    def __call__(self, image: Any) -> np.ndarray:
+        """``(3, H, W)`` float32 normalised pixels of one image (same bits as
+        :meth:`normalize`)."""
+        out = np.empty((3, self.crop_h, self.crop_w), np.float32)
+        self.normalize_into(self.to_uint8(image), out)
+        return out
 
     @classmethod
     def from_hf_config(cls, cfg: dict[str, Any]) -> ImagePreprocessor:
