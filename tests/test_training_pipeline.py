@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pytest
 
 from condsim.cli.main import main
@@ -51,3 +54,32 @@ def test_slurm_script_is_written(tmp_path):
     text = (tmp_path / "train.sbatch").read_text()
     assert "#SBATCH --nodes=2" in text and "--nproc-per-node 8" in text
     assert "-m condsim.cli train combiner --triplets t --images i" in text
+
+
+def test_train_condvit_cli_validates_each_epoch_and_keeps_the_best(tmp_path):
+    """--val-root scores every epoch on a held-out LRVS-F set (R@K, seeded folds); best/
+    holds the epoch with the highest score; the scores are in the trainer state."""
+    from condsim.synthetic.lrvsf import write_lrvsf
+    from condsim.training.recipes import condvit_validator
+    from condsim.training.tasks import CondViTPair
+
+    write_lrvsf(tmp_path / "train", n_products=60, n_distractors=10, seed=1)
+    write_lrvsf(tmp_path / "val", n_products=30, n_distractors=60, seed=2, files=1)
+    out = tmp_path / "cv"
+    assert main(["train", "condvit", "--train-root", str(tmp_path / "train"), "--out",
+                 str(out), "--epochs", "2", "--batch-size", "30", "--lr", "1e-3",
+                 "--val-root", str(tmp_path / "val"), "--val-dists", "50",
+                 "--val-k", "5"]) == 0
+    state = json.loads((out / "last" / "trainer_state.json").read_text())
+    scores = state["val_scores"]
+    assert len(scores) == 2 and all(0 <= s <= 100 for s in scores)
+    assert state["best_epoch"] == 1 + int(np.argmax(scores))
+    assert (out / "best" / "condvit_config.json").is_file()
+    # the score is LRVS-F R@5 of the best checkpoint, recomputed from the saved weights
+    from condsim.models.condvit import CondViT
+    from condsim.registry import create_model
+
+    best = CondViT.load(out / "best")
+    validate = condvit_validator(tmp_path / "val", create_model("test/tiny-clip").preprocessor,
+                                 n_dist=50, k=5)
+    assert abs(validate(CondViTPair(best)) - max(scores)) < 1e-9

@@ -187,10 +187,26 @@ def register_train(app: typer.Typer) -> None:
         seed: int = typer.Option(0),
         schedule: str = typer.Option("cosine", help="constant | cosine"),
         grad_accum: int = typer.Option(1), ckpt_every: int = typer.Option(0),
+        val_root: Path = typer.Option(
+            None, help="LRVS-F-layout validation set: after each epoch, R@K with --val-dists "
+            "distractors (seeded folds) selects OUT/best."),
+        val_dists: int = typer.Option(1000, help="Distractors of the validation score."),
+        val_k: int = typer.Option(1, help="K of the validation recall."),
     ) -> None:
         """Train a category-conditioned CondViT (LRVS-F recipe); resumes from OUT/last."""
-        from condsim.training.recipes import train_condvit
+        from condsim.registry import create_model
+        from condsim.training.recipes import condvit_validator, train_condvit
 
+        validate = None
+        if val_root is not None:
+            validate = condvit_validator(val_root, create_model(init).preprocessor,
+                                         n_dist=val_dists, k=val_k, seed=seed)
         st = train_condvit(train_root, _cfg(out, epochs, batch_size, lr, logit_scale, seed,
-                                            schedule, grad_accum, ckpt_every), init=init)
-        console.print(f"trained {st.global_step} steps; load with --model condvit:{out / 'last'}")
+                                            schedule, grad_accum, ckpt_every), init=init,
+                           validate=validate)
+        if st.val_scores:
+            console.print("validation R@{}: {}; best epoch {} ({:.2f})".format(
+                val_k, ", ".join(f"{v:.2f}" for v in st.val_scores), st.best_epoch,
+                st.best_score))
+        console.print(f"trained {st.global_step} steps; load with --model condvit:{out / 'last'}"
+                      + (f" (best: condvit:{out / 'best'})" if st.val_scores else ""))

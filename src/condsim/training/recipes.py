@@ -134,6 +134,35 @@ def train_condvit(
     return state
 
 
+def condvit_validator(val_root: str | Path, preprocessor: Any, *, n_dist: int = 1000,
+                      k: int = 1, seed: int = 0, num_workers: int = 0
+                      ) -> Callable[[Any], float]:
+    """Per-epoch validation score of a CondViT being trained: LRVS-F recall@``k`` with
+    ``n_dist`` distractors, mean over the 20 seeded bootstrap folds, on an LRVS-F-layout
+    validation set (the score that selects ``best/``). Embeddings go to a throw-away cache:
+    every epoch's weights differ."""
+    import shutil
+    import tempfile
+
+    from condsim.benchmarks.lrvsf import LRVSFConfig, evaluate_lrvsf
+    from condsim.models.condvit import CondViTEncoder
+
+    def score(pair: Any) -> float:
+        device = next(pair.condvit.parameters()).device
+        enc = CondViTEncoder(pair.condvit, preprocessor, name="condvit:training",
+                             device=device, revision="training")
+        tmp = tempfile.mkdtemp(prefix="condsim-val-")
+        try:
+            res = evaluate_lrvsf(enc, LRVSFConfig(
+                data_root=str(val_root), conditioning="category", n_dists=(n_dist,),
+                ks=(k,), seed=seed, folds="seeded", num_workers=num_workers, cache_dir=tmp))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return float(res.headline["value"])
+
+    return score
+
+
 def combiner_validator(kind: str, root: str | Path, backbone: Any,
                        cache_dir: str | None = None) -> Callable[[Any], float]:
     """Per-epoch validation score of a Combiner being trained: ``cirr`` (CIRR val R@1, the

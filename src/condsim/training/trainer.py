@@ -187,6 +187,8 @@ class Trainer:
             save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
                       str(d / "model.safetensors"))
             torch.save(state, d / "state.pt")
+            # the same progress, readable: epoch, step, losses, validation scores, best epoch
+            (d / "trainer_state.json").write_text(json.dumps(state["train_state"], indent=1))
             if self.save_model is not None:
                 self.save_model(model, d)
 
