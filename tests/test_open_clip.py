@@ -175,3 +175,25 @@ def test_preprocess_cfg_maps_to_torchvision_arithmetic():
                 {"size": (224, 256), "resize_mode": "shortest"}):
         with pytest.raises(ModelError, match="not supported"):
             preprocessor_from_open_clip(bad)
+
+
+def test_preprocessing_equals_open_clips_own_transform(open_clip):
+    """Needs a working torchvision (e.g. torch 2.14.1 + torchvision 0.29.1): skipped where only
+    the stand-in loads. condsim's pixels must equal open_clip's eval transform to float32
+    rounding, for both resize modes, both interpolations and odd aspect ratios."""
+    tv = sys.modules.get("torchvision")
+    if tv is None or not hasattr(tv, "__version__"):
+        pytest.skip("no working torchvision: open_clip's own transform cannot run")
+    from open_clip.transform import image_transform
+
+    rng = np.random.default_rng(0)
+    for size, interpolation, mode in ((224, "bicubic", "shortest"), (64, "bilinear", "shortest"),
+                                      (96, "bicubic", "squash")):
+        theirs = image_transform(size, is_train=False, interpolation=interpolation,
+                                 resize_mode=mode)
+        ours = preprocessor_from_open_clip({"size": size, "interpolation": interpolation,
+                                            "resize_mode": mode})
+        for _ in range(12):
+            h, w = (int(x) for x in rng.integers(40, 700, size=2))
+            img = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+            np.testing.assert_allclose(ours(img), theirs(img).numpy(), rtol=0, atol=1e-5)
