@@ -26,6 +26,7 @@ from condsim.data.jsonio import load_json
 from condsim.errors import DataError
 from condsim.metrics.ap import map_at_ks
 from condsim.metrics.recall import expected_recall_at_k
+from condsim.models.base import require_condition_kind
 from condsim.paths import default_cache_dir
 from condsim.progress import ProgressFactory, no_progress
 from condsim.results.run_result import RunResult, atomic_write_text
@@ -148,6 +149,7 @@ class _Encoded:
 
 
 def _encode(model: Any, cfg: CircoConfig, progress: ProgressFactory) -> _Encoded:
+    require_condition_kind(model, "text", "CIRCO")
     data, ids, skipped = _read(cfg)
     folder = gallery_folder(cfg.root)
     refs = [ImageRef(str(folder / f"{i:012d}.jpg")) for i in ids]

@@ -29,6 +29,7 @@ from condsim.cache.store import EmbeddingCache
 from condsim.data.cirr import read_cirr
 from condsim.errors import DataError
 from condsim.metrics.recall import expected_recall_at_k
+from condsim.models.base import require_condition_kind
 from condsim.paths import default_cache_dir
 from condsim.progress import ProgressFactory, no_progress
 from condsim.registry import register_benchmark
@@ -63,6 +64,7 @@ def cirr_scores(model: Any, cfg: CirrConfig, progress: ProgressFactory = no_prog
     """Queries, gallery names, ``(Q, N)`` scores with the reference at ``-inf``, the gallery
     (name -> ImageRef) and skip counts. Missing image files (at most ``max_missing``) leave
     the gallery, and the queries that need them are skipped."""
+    require_condition_kind(model, "text", "CIRR")
     queries, gallery = read_cirr(cfg.root, cfg.split, cfg.img_root)
     missing = check_files(list(gallery.values()), cfg.max_missing, f"CIRR {cfg.split}")
     skipped = {"missing_files": len(missing), "queries": 0}

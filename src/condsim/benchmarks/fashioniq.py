@@ -31,6 +31,7 @@ from condsim.data.crops import ImageRef
 from condsim.data.jsonio import load_json
 from condsim.errors import DataError
 from condsim.metrics.recall import expected_recall_at_k
+from condsim.models.base import require_condition_kind
 from condsim.paths import default_cache_dir
 from condsim.progress import ProgressFactory, no_progress
 from condsim.results.failures import collect_failures, file_ref
@@ -107,6 +108,7 @@ def evaluate_fashioniq(model: Any, cfg: FashionIQConfig, out_dir: str | Path | N
                        *, progress: ProgressFactory = no_progress) -> RunResult:
     """Score FashionIQ val per category and (with ``out_dir``) write ``results.json``.
     Missing images (at most ``max_missing``) leave the gallery; their queries are skipped."""
+    require_condition_kind(model, "text", "FashionIQ")
     if cfg.join not in JOIN_RULES:
         raise DataError(f"caption join rule must be one of {sorted(JOIN_RULES)}")
     root = Path(cfg.root)

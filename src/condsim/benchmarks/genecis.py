@@ -40,6 +40,7 @@ from condsim.data.genecis import (
 )
 from condsim.errors import CondsimError, DataError
 from condsim.metrics.recall import expected_recall_at_k
+from condsim.models.base import require_condition_kind
 from condsim.paths import default_cache_dir
 from condsim.progress import ProgressFactory, no_progress
 from condsim.registry import register_benchmark
@@ -107,6 +108,7 @@ class GenecisBenchmark:
 
     def run(self, model: Any, *, progress: ProgressFactory = no_progress) -> RunResult:
         cfg = self.cfg
+        require_condition_kind(model, "text", "GeneCIS")
         tasks = self.load()
         refs = [r for qs in tasks.values() for q in qs for r in (q.reference, *q.candidates)]
         missing = check_files(refs, cfg.max_missing, "GeneCIS")

@@ -27,6 +27,7 @@ from condsim.cache.store import CachedRows, EmbeddingCache
 from condsim.data import lrvsf as data
 from condsim.errors import CondsimError, DataError
 from condsim.metrics.recall import weighted_mean_std
+from condsim.models.base import require_condition_kind
 from condsim.paths import default_cache_dir
 from condsim.progress import ProgressFactory, no_progress
 from condsim.registry import register_benchmark
@@ -162,6 +163,7 @@ class LRVSFBenchmark:
 
     def run(self, model: Any, *, progress: ProgressFactory = no_progress) -> RunResult:
         cfg = self.cfg
+        require_condition_kind(model, cfg.conditioning, "LRVS-F")
         cache = EmbeddingCache(cfg.cache_dir or default_cache_dir(), model.meta)
         products = data.read_products(cfg.data_root, cfg.conditioning)
         n_products = len(products)

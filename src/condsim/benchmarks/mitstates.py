@@ -22,6 +22,7 @@ from condsim.cache.store import EmbeddingCache
 from condsim.data.crops import ImageRef
 from condsim.errors import DataError
 from condsim.metrics.recall import expected_any_hit_at_k
+from condsim.models.base import require_condition_kind
 from condsim.paths import default_cache_dir
 from condsim.progress import ProgressFactory, no_progress
 from condsim.results.run_result import RunResult
@@ -73,6 +74,7 @@ def read_test_images(root: str | Path) -> list[tuple[str, str, Path]]:
 
 def evaluate_mitstates(model: Any, cfg: MitStatesConfig, out_dir: str | Path | None = None,
                        *, progress: ProgressFactory = no_progress) -> RunResult:
+    require_condition_kind(model, "text", "MIT-States")
     items = read_test_images(cfg.root)
     adjs_of: dict[str, list[str]] = {}
     for adj, noun, _ in items:

@@ -119,13 +119,6 @@ class PixelEncoder(ABC):
     ) -> torch.Tensor:
         """Query embeddings of preprocessed images with their conditions -> ``(B, D)``."""
 
-    def check_conditions(self, conditions: Sequence[str], kind: str | None) -> None:
-        if kind is not None and kind not in self.meta.conditions:
-            raise ModelError(
-                f"model {self.meta.name} does not support {kind!r} conditions "
-                f"(supports: {', '.join(self.meta.conditions) or 'none'})"
-            )
-
     def _pixels(self, images: Sequence[ImageLike]) -> torch.Tensor:
         arr = np.stack([self.preprocessor(im) for im in images])
         return torch.from_numpy(arr)
@@ -146,6 +139,22 @@ class PixelEncoder(ABC):
             return torch.zeros((0, self.meta.embedding_dim))
         pixels = self._pixels(images).to(self.device)
         return self.forward_pixels(pixels, list(conditions)).cpu()
+
+
+def require_condition_kind(model: Any, kind: str, benchmark: str) -> None:
+    """Fail before any encoding when ``benchmark`` conditions queries with ``kind``
+    (``category`` or ``text``) and ``model`` declares it cannot take them. A model that takes
+    free text also takes category names (they are text); a model that declares no
+    ``meta.conditions`` (a user's wrapper) is not checked."""
+    declared = getattr(getattr(model, "meta", None), "conditions", None)
+    if declared is None or kind in declared or (kind == "category" and "text" in declared):
+        return
+    name = getattr(model.meta, "name", type(model).__name__)
+    raise ModelError(
+        f"{benchmark} conditions its queries with {kind} but model {name} only takes "
+        f"{' or '.join(declared) or 'no'} conditions; use a model that takes {kind} conditions "
+        "(e.g. a CLIP-style hf:/open_clip: model or a text-conditioned CondViT)"
+    )
 
 
 class _DecodeDataset(Dataset):
