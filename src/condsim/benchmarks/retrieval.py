@@ -91,9 +91,10 @@ def encode_unique(
     undecodable items are NaN and listed in ``errors``."""
     keys = ref_keys(refs, digests, conditions)
     before = cache.lookup(keys)
+    target_keys = ref_keys(refs, digests) if conditions is not None else None
     rows, errors = encode_cached(
-        model, cache, list(refs), conditions, keys=keys, batch_size=batch_size,
-        num_workers=num_workers, progress=progress, what=what,
+        model, cache, list(refs), conditions, keys=keys, target_keys=target_keys,
+        batch_size=batch_size, num_workers=num_workers, progress=progress, what=what,
     )
     emb = np.full((len(refs), model.meta.embedding_dim), np.nan, np.float32)
     ok = rows >= 0

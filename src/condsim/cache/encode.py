@@ -6,9 +6,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+import torch
 
 from condsim.cache.store import EmbeddingCache, item_keys
 from condsim.models.base import encode_images
+from condsim.types import as_float32_rows
 
 
 def encode_cached(
@@ -23,6 +25,7 @@ def encode_cached(
     what: str = "images",
     chunk: int = 8192,
     keys: np.ndarray | None = None,
+    target_keys: np.ndarray | None = None,
 ) -> tuple[np.ndarray, dict[int, str]]:
     """Cache rows of ``images`` (queries when ``conditions`` is given), ``-1`` where an image
     cannot be decoded; the second value maps those positions to the reason.
@@ -30,24 +33,63 @@ def encode_cached(
     Images whose key (digest of bytes [+ condition], see :func:`item_keys`; pass ``keys``
     when the images are not raw bytes, e.g. crops) is cached are not encoded again. New
     embeddings are appended every ``chunk`` images, so a killed run resumes where it stopped.
+
+    Queries of a model that :attr:`~condsim.models.base.PixelEncoder.composes_from_targets`
+    are built from the *target* embeddings of their images (cached, or encoded and cached
+    first) and their conditions, so an image that is also a gallery item, or the reference
+    of many queries, goes through the image tower once. With explicit ``keys`` this needs
+    the images' target keys too (``target_keys``); without them queries are encoded directly.
     """
     if keys is None:
         keys = item_keys(images, conditions)
+        if conditions is not None:
+            target_keys = item_keys(images)
     rows = cache.lookup(keys)
+    # each missing key is encoded once, however often it repeats in ``images``
     missing = np.flatnonzero(rows < 0)
+    _, first = np.unique(keys[missing], return_index=True)
+    missing = missing[np.sort(first)]
     if progress is not None:
         progress(len(images) - missing.size)
+    compose = (conditions is not None and target_keys is not None
+               and bool(getattr(model, "composes_from_targets", False)))
     errors: dict[int, str] = {}
     for start in range(0, missing.size, chunk):
         sel = missing[start:start + chunk]
-        res = encode_images(
-            model, [images[i] for i in sel],
-            None if conditions is None else [conditions[i] for i in sel],
-            batch_size=batch_size, num_workers=num_workers, progress=progress, what=what,
-        )
-        for j, msg in res.errors.items():
+        if compose and conditions is not None and target_keys is not None:
+            ok, emb, errs = _compose_queries(
+                model, cache, [images[i] for i in sel], [conditions[i] for i in sel],
+                target_keys[sel], batch_size=batch_size, num_workers=num_workers,
+                progress=progress, what=what)
+        else:
+            res = encode_images(
+                model, [images[i] for i in sel],
+                None if conditions is None else [conditions[i] for i in sel],
+                batch_size=batch_size, num_workers=num_workers, progress=progress, what=what,
+            )
+            ok, emb, errs = res.ok, res.embeddings, res.errors
+        for j, msg in errs.items():
             errors[int(sel[j])] = msg
-        cache.append(keys[sel[res.ok]], res.embeddings)
+        cache.append(keys[sel[ok]], emb)
     if missing.size:
         rows = cache.lookup(keys)
+    if errors and (rows < 0).sum() > len(errors):  # repeats of an undecodable item
+        failed = {keys[i]: msg for i, msg in errors.items()}
+        errors.update({int(i): failed[keys[i]] for i in np.flatnonzero(rows < 0)})
     return rows, errors
+
+
+def _compose_queries(
+    model: Any, cache: EmbeddingCache, images: list[Any], conditions: list[str],
+    target_keys: np.ndarray, **encode: Any,
+) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
+    """(ok mask, query embeddings of the ok items, errors) from cached target embeddings."""
+    t_rows, errors = encode_cached(model, cache, images, None, keys=target_keys, **encode)
+    ok = t_rows >= 0
+    targets = torch.from_numpy(np.ascontiguousarray(cache.read(t_rows[ok])))
+    picked = [c for c, good in zip(conditions, ok, strict=True) if good]
+    if not picked:
+        return ok, np.zeros((0, cache.meta.embedding_dim), np.float32), errors
+    emb = as_float32_rows(model.compose_queries(targets, picked), len(picked),
+                          cache.meta.embedding_dim, "queries (composed from target embeddings)")
+    return ok, emb, errors

@@ -100,14 +100,30 @@ class PixelEncoder(ABC):
         in this encoder's precision and memory format; returns float32."""
         if self.channels_last:
             pixels = pixels.contiguous(memory_format=torch.channels_last)
-        dtype = _AUTOCAST_DTYPES.get(self.precision)
-        with torch.autocast(self.device.type, dtype=dtype or torch.float32,
-                            enabled=dtype is not None):
+        with self.autocast():
             if conditions is None:
                 emb = self.encode_image_pixels(pixels)
             else:
                 emb = self.encode_query_pixels(pixels, conditions)
         return emb.float()
+
+    def autocast(self) -> torch.autocast:
+        """The autocast context of this encoder's precision (disabled for fp32)."""
+        dtype = _AUTOCAST_DTYPES.get(self.precision)
+        return torch.autocast(self.device.type, dtype=dtype or torch.float32,
+                              enabled=dtype is not None)
+
+    #: True when a query embedding is a function of the *target* embedding of the same image
+    #: and the condition (:meth:`compose_queries`): the embedding cache then builds queries from
+    #: cached target embeddings, so the image tower runs once per unique image, whether the
+    #: image is a gallery item, a reference, or the reference of many queries.
+    composes_from_targets: bool = False
+
+    def compose_queries(self, target_emb: torch.Tensor, conditions: Sequence[str]
+                        ) -> torch.Tensor:
+        """Query embeddings ``(B, D)`` float32 on the CPU from the target embeddings ``(B, D)``
+        of the query images and their conditions (only when :attr:`composes_from_targets`)."""
+        raise NotImplementedError(f"{type(self).__name__} does not compose queries")
 
     @abstractmethod
     def encode_image_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -139,6 +155,17 @@ class PixelEncoder(ABC):
             return torch.zeros((0, self.meta.embedding_dim))
         pixels = self._pixels(images).to(self.device)
         return self.forward_pixels(pixels, list(conditions)).cpu()
+
+
+def encode_texts_once(encode_texts: Callable[[Sequence[str]], torch.Tensor],
+                      texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
+    """``encode_texts(texts)`` with every distinct text encoded once, in batches (conditions
+    repeat: a benchmark has far fewer distinct conditions than queries)."""
+    distinct = list(dict.fromkeys(texts))
+    feats = torch.cat([encode_texts(distinct[i:i + batch_size])
+                       for i in range(0, len(distinct), batch_size)])
+    where = {t: i for i, t in enumerate(distinct)}
+    return feats[torch.tensor([where[t] for t in texts], device=feats.device)]
 
 
 def require_condition_kind(model: Any, kind: str, benchmark: str) -> None:

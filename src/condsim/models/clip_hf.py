@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from condsim.errors import ModelError
-from condsim.models.base import PixelEncoder, default_device
+from condsim.models.base import PixelEncoder, default_device, encode_texts_once
 from condsim.models.preprocess import ImagePreprocessor
 from condsim.registry import register_model
 from condsim.types import ModelMeta
@@ -110,6 +110,23 @@ class DualEncoder(PixelEncoder):
         if self.mode == "text-only":
             return text
         return F.normalize(self.encode_image_pixels(pixels) + text, dim=-1)
+
+    @property
+    def composes_from_targets(self) -> bool:  # type: ignore[override]
+        return self.mode != "text-only"  # text-only queries need no image feature at all
+
+    @torch.inference_mode()
+    def compose_queries(self, target_emb: torch.Tensor, conditions: Sequence[str]
+                        ) -> torch.Tensor:
+        """``image-only``: the target embedding itself; ``image+text``:
+        ``normalize(t + normalize(f_txt(c)))`` with ``t = normalize(f_img(x))`` the cached target
+        embedding (the formula of :meth:`encode_query_pixels`)."""
+        image = target_emb.to(self.device, torch.float32)
+        if self.mode == "image-only":
+            return image.cpu()
+        with self.autocast():
+            text = encode_texts_once(self.encode_texts, conditions).float()
+        return F.normalize(image + text, dim=-1).cpu()
 
     def _dual_meta(self, base: str, dim: int, revision: str, extra: dict[str, Any]) -> ModelMeta:
         mode = self.mode

@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from condsim.errors import ModelError
-from condsim.models.base import PixelEncoder, module_digest
+from condsim.models.base import PixelEncoder, encode_texts_once, module_digest
 from condsim.registry import register_model
 from condsim.results.run_result import atomic_write_text
 from condsim.types import ModelMeta
@@ -99,8 +99,18 @@ class CombinerEncoder(PixelEncoder):
             extra={"backbone": backbone.meta.name, **asdict(combiner.cfg)},
         )
 
+    composes_from_targets = True
+
     def encode_image_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.backbone.encode_image_pixels(pixels)
+
+    @torch.inference_mode()
+    def compose_queries(self, target_emb: torch.Tensor, conditions: Sequence[str]
+                        ) -> torch.Tensor:
+        """Combiner(target embedding = backbone image feature, text feature of the condition)."""
+        with self.autocast():
+            text = encode_texts_once(self.backbone.encode_texts, conditions)
+            return self.combiner(target_emb.to(self.device), text).float().cpu()
 
     def encode_query_pixels(self, pixels: torch.Tensor, conditions: Sequence[str]) -> torch.Tensor:
         return self.combiner(self.backbone.encode_image_pixels(pixels),
