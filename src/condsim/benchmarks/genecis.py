@@ -25,6 +25,7 @@ from condsim.benchmarks.retrieval import (
     average_ci,
     check_files,
     encode_unique,
+    ref_keys,
     save_run,
     summarize_recalls,
 )
@@ -139,9 +140,14 @@ class GenecisBenchmark:
                                        for c in q.candidates))
         query_pairs = list(dict.fromkeys((q.reference, q.condition)
                                          for qs in tasks.values() for q in qs))
+        # image-encoder passes: a model composing queries from target embeddings runs the
+        # image tower once per unique image (candidates and references together)
+        composes = bool(getattr(model, "composes_from_targets", False))
+        images = list(dict.fromkeys([*cand_refs, *(r for r, _ in query_pairs)]))
+        new_images = int((cache.lookup(ref_keys(images, digests)) < 0).sum())
         counts = EncodeCounts(
             per_query_loop=sum(1 + len(q.candidates) for qs in tasks.values() for q in qs),
-            unique_items=len(cand_refs) + len(query_pairs),
+            unique_items=len(images) if composes else len(cand_refs) + len(query_pairs),
         )
         enc = {"batch_size": cfg.batch_size, "num_workers": cfg.num_workers}
         cand_emb, cand_err, n1 = encode_unique(
@@ -153,7 +159,7 @@ class GenecisBenchmark:
             model, cache, [r for r, _ in query_pairs], digests, [c for _, c in query_pairs],
             progress=progress("encode queries", len(query_pairs)), what="GeneCIS queries", **enc,
         )
-        counts.encoded_now = n1 + n2
+        counts.encoded_now = new_images if composes else n1 + n2
         if cand_err or q_err:
             tasks = self._drop_undecodable(tasks, skipped, len(missing),
                                            {cand_refs[i] for i in cand_err},
