@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "condsim.cli.cmd_cache",
     "condsim.cli.cmd_encode",
     "condsim.cli.cmd_training",
+    "condsim.cli.cmd_download",
 )
 
 console = Console(stderr=True)
