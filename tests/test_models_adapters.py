@@ -77,3 +77,29 @@ def test_preprocessing_matches_the_checkpoints_processor(which, siglip_dir):
         ours = pre(img)
         assert ours.shape == ref.shape
         assert np.abs(ours - ref).max() < 1e-5, img.size  # float rounding only
+
+
+def test_siglip_texts_are_padded_to_max_length_as_trained(siglip_dir):
+    """SigLIP pools the last position: texts must be padded to max_length (64), as SigLIP was
+    trained and as its processor does; padding to the batch's longest text changed every
+    shorter text's features and made them depend on their batch-mates."""
+    from transformers import AutoTokenizer, SiglipModel
+
+    enc = create_model(f"hf:{siglip_dir}", device="cpu")
+    model, tok = SiglipModel.from_pretrained(siglip_dir).eval(), AutoTokenizer.from_pretrained(
+        siglip_dir)
+    texts = ["red", "a long striped shirt with many more words than the others"]
+    with torch.no_grad():
+        ids = tok(texts, padding="max_length", max_length=64, truncation=True,
+                  return_tensors="pt")
+        out = model.get_text_features(**ids)
+    want = torch.nn.functional.normalize(getattr(out, "pooler_output", out), dim=-1)
+    with torch.inference_mode():
+        both, alone = enc.encode_texts(texts), enc.encode_texts(texts[:1])
+    torch.testing.assert_close(both, want, rtol=0, atol=1e-6)
+    torch.testing.assert_close(alone[0], both[0], rtol=0, atol=1e-6)
+    assert enc.meta.preprocessing_id.endswith("+txtpad")
+    clip = create_model(f"hf:{tiny_clip_dir()}", device="cpu")
+    assert clip.text_padding is True and "txtpad" not in clip.meta.preprocessing_id
+    image_only = create_model(f"combine:image-only/hf:{siglip_dir}", device="cpu")
+    assert image_only.meta.preprocessing_id.endswith("+image-only+txtpad")

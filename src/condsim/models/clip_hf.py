@@ -133,7 +133,10 @@ class DualEncoder(PixelEncoder):
         return ModelMeta(
             name=base if mode == "image+text" else f"combine:{mode}/{base}",
             embedding_dim=dim,
-            preprocessing_id=f"{self.preprocessor.id}+{mode}",
+            # "+txtpad": text features from max_length padding (SigLIP), unlike earlier
+            # condsim versions, so their cached queries are never reused
+            preprocessing_id=f"{self.preprocessor.id}+{mode}"
+            + ("+txtpad" if getattr(self, "text_padding", True) == "max_length" else ""),
             conditions=("category", "text"),
             revision=revision,
             extra={**extra, "mode": mode},
@@ -151,6 +154,10 @@ class DualEncoder(PixelEncoder):
         clone.meta = clone._dual_meta(base, self.meta.embedding_dim, self.meta.revision,
                                       self.meta.extra)
         return clone
+
+
+#: transformers model types whose text tower needs texts padded to ``max_length``
+PAD_TO_MAX_LENGTH = ("siglip", "siglip2")
 
 
 class HFClipEncoder(DualEncoder):
@@ -183,9 +190,14 @@ class HFClipEncoder(DualEncoder):
         cfg = self.model.config
         dim = int(getattr(cfg, "projection_dim", 0) or cfg.text_config.hidden_size)
         self.max_length = int(getattr(cfg.text_config, "max_position_embeddings", 77))
+        # SigLIP pools the *last* position and was trained on texts padded to max_length:
+        # padding to the longest text of a batch changes every shorter text's features (and
+        # makes them depend on their batch-mates). CLIP pools the EOS token: padding is inert.
+        self.text_padding = "max_length" if cfg.model_type in PAD_TO_MAX_LENGTH else True
         base = name or f"hf:{name_or_path}"
         self.meta = self._dual_meta(base, dim, _weights_digest(path), {
-            "path": str(path), "architecture": type(self.model).__name__, "base_name": base})
+            "path": str(path), "architecture": type(self.model).__name__, "base_name": base,
+            "text_padding": str(self.text_padding)})
 
     def encode_image_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         return F.normalize(_features(self.model.get_image_features(pixel_values=pixels)), dim=-1)
@@ -193,7 +205,7 @@ class HFClipEncoder(DualEncoder):
     def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
         """Normalised text features of ``texts``."""
         tok = self.tokenizer(
-            list(texts), padding=True, truncation=True, max_length=self.max_length,
+            list(texts), padding=self.text_padding, truncation=True, max_length=self.max_length,
             return_tensors="pt",
         ).to(self.device)
         return F.normalize(_features(self.model.get_text_features(**tok)), dim=-1)
