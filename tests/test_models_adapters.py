@@ -103,3 +103,34 @@ def test_siglip_texts_are_padded_to_max_length_as_trained(siglip_dir):
     assert clip.text_padding is True and "txtpad" not in clip.meta.preprocessing_id
     image_only = create_model(f"combine:image-only/hf:{siglip_dir}", device="cpu")
     assert image_only.meta.preprocessing_id.endswith("+image-only+txtpad")
+
+
+def test_siglip_texts_are_lowercased_and_naflex_is_refused(siglip_dir, tmp_path):
+    enc = create_model(f"hf:{siglip_dir}", device="cpu")
+    seen, tokenizer = [], enc.tokenizer
+
+    def recording(texts, **kw):  # SigLIP 2's Gemma tokenizer keeps case: check what it gets
+        seen.extend(texts)
+        return tokenizer(texts, **kw)
+
+    enc.tokenizer = recording
+    with torch.inference_mode():
+        enc.encode_texts(["A Red BAG", "stripes"])
+    assert seen == ["a red bag", "stripes"]
+    clip = create_model(f"hf:{tiny_clip_dir()}", device="cpu")
+    assert clip.lowercase_text is False  # CLIP's tokenizer lowercases by itself
+    from transformers import Siglip2Config, Siglip2Model
+
+    cfg = Siglip2Config(
+        text_config=dict(vocab_size=100, hidden_size=16, intermediate_size=32,
+                         num_hidden_layers=1, num_attention_heads=2),
+        vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                           num_attention_heads=2, num_patches=16, patch_size=16))
+    Siglip2Model(cfg).save_pretrained(tmp_path / "naflex")
+    from transformers import AutoTokenizer
+
+    AutoTokenizer.from_pretrained(siglip_dir).save_pretrained(tmp_path / "naflex")
+    from condsim.errors import ModelError
+
+    with pytest.raises(ModelError, match="NaFlex"):
+        create_model(f"hf:{tmp_path / 'naflex'}", device="cpu")

@@ -183,6 +183,11 @@ class HFClipEncoder(DualEncoder):
             raise ModelError(f"{path}: cannot load model/tokenizer ({exc})") from exc
         if not hasattr(self.model, "get_image_features"):
             raise ModelError(f"{path}: {type(self.model).__name__} has no image/text towers")
+        if self.model.config.model_type == "siglip2":
+            raise ModelError(
+                f"{path}: SigLIP 2 NaFlex checkpoints (variable-resolution patch sequences) are "
+                "not supported yet; the fixed-resolution SigLIP 2 checkpoints (e.g. "
+                "google/siglip2-base-patch16-224, model type 'siglip') are")
         self.device = torch.device(device) if device is not None else default_device()
         self.model.to(self.device)
         self.preprocessor = ImagePreprocessor.from_hf_config(_read_preprocessor_config(path))
@@ -194,6 +199,10 @@ class HFClipEncoder(DualEncoder):
         # padding to the longest text of a batch changes every shorter text's features (and
         # makes them depend on their batch-mates). CLIP pools the EOS token: padding is inert.
         self.text_padding = "max_length" if cfg.model_type in PAD_TO_MAX_LENGTH else True
+        # SigLIP 2 was trained on lowercased text and its Gemma tokenizer keeps case (its
+        # fixed-resolution checkpoints load as model type "siglip"; SigLIP 1's own tokenizer
+        # lowercases by itself, so lowercasing first changes nothing there)
+        self.lowercase_text = cfg.model_type in PAD_TO_MAX_LENGTH
         base = name or f"hf:{name_or_path}"
         self.meta = self._dual_meta(base, dim, _weights_digest(path), {
             "path": str(path), "architecture": type(self.model).__name__, "base_name": base,
@@ -204,6 +213,7 @@ class HFClipEncoder(DualEncoder):
 
     def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
         """Normalised text features of ``texts``."""
+        texts = [t.lower() for t in texts] if getattr(self, "lowercase_text", False) else texts
         tok = self.tokenizer(
             list(texts), padding=self.text_padding, truncation=True, max_length=self.max_length,
             return_tensors="pt",
