@@ -175,3 +175,68 @@ def test_official_folds_shipped_and_loaders(tmp_path):
     s1, _ = load_folds("seeded", 200, 3)
     s2, _ = load_folds("seeded", 200, 3)
     assert s1.shape == (20, 100) and np.array_equal(s1, s2)
+
+
+def _brute_rank_metrics(q, t, d, folds, draws, cutoff):
+    """Per fold: MRR@cutoff by enumerating every tie order (the target's rank is uniform over
+    its tied positions) and the weighted median of the expected rank, from a full sort."""
+    mrr, median = np.zeros(folds.shape[0]), np.zeros(folds.shape[0])
+    for f in range(folds.shape[0]):
+        uniq, counts = np.unique(folds[f], return_counts=True)
+        scores = q[uniq] @ np.concatenate([t[uniq], d[draws[f]]]).T
+        rr, ranks = [], []
+        for i in range(len(uniq)):
+            own = scores[i, i]
+            g, tie = int((scores[i] > own).sum()), int((scores[i] == own).sum()) - 1
+            positions = range(g + 1, g + tie + 2)
+            rr.append(np.mean([1 / r if r <= cutoff else 0.0 for r in positions]))
+            ranks.append(np.mean(list(positions)))
+        mrr[f] = np.dot(counts, rr) / counts.sum()
+        expanded = np.sort(np.repeat(ranks, counts))  # each query counted w times
+        median[f] = expanded[(len(expanded) - 1) // 2]
+    return mrr, median
+
+
+@settings(max_examples=30, deadline=None)
+@given(p=st.integers(2, 20), n=st.integers(1, 60), f=st.integers(1, 3), b=st.integers(1, 20),
+       nd=st.integers(0, 150), cutoff=st.sampled_from([1, 3, 100]),
+       seed=st.integers(0, 2**31 - 1))
+def test_rank_metrics_match_brute_force_with_ties(p, n, f, b, nd, cutoff, seed):
+    from condsim.benchmarks.lrvsf_core import rank_metrics_from_fold_counts
+
+    rng = np.random.default_rng(seed)
+    q, t = (rng.integers(-2, 3, (p, 2)).astype(np.float32) for _ in range(2))
+    d = rng.integers(-2, 3, (n, 2)).astype(np.float32)
+    folds, draws = rng.integers(0, p, (f, b)), rng.integers(0, n, (f, nd))
+    fc = fold_rank_counts(q, t, d, folds, [draws], block_size=7)
+    got = rank_metrics_from_fold_counts(fc, cutoff)
+    mrr, median = _brute_rank_metrics(q, t, d, folds, draws, cutoff)
+    np.testing.assert_allclose(got[f"mrr_at_{cutoff}"][:, 0], mrr, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(got["median_rank"][:, 0], median, rtol=0, atol=1e-12)
+
+
+def test_reciprocal_rank_without_ties_and_far_down_the_list():
+    from condsim.metrics.recall import reciprocal_rank_from_counts
+
+    g = np.array([0, 4, 99, 100, 10**7, 10**7])
+    t = np.array([0, 0, 0, 0, 0, 3])
+    np.testing.assert_allclose(reciprocal_rank_from_counts(g, t, 100), [1, 0.2, 0.01, 0, 0, 0])
+    want_far = np.mean([1 / (10**7 + i) for i in range(1, 5)])
+    got = reciprocal_rank_from_counts(g, t)
+    np.testing.assert_allclose(got[[0, 1, 4]], [1, 0.2, 1 / (10**7 + 1)], rtol=1e-15)
+    np.testing.assert_allclose(got[5], want_far, rtol=1e-9)
+
+
+def test_harmonic_differences_are_exact_to_float_precision():
+    from fractions import Fraction
+
+    from condsim.metrics.recall import _harmonic_difference
+
+    rng = np.random.default_rng(0)
+    pairs = [(5, 0), (1024, 1023), (1025, 1024), (65536, 65535), (70000, 10), (2**20, 2**20)]
+    pairs += [(lo + int(rng.integers(0, 40)), lo) for lo in rng.integers(0, 300_000, 60)]
+    hi, lo = (np.array(x) for x in zip(*pairs, strict=True))
+    got = _harmonic_difference(hi, lo)
+    for (h, low), value in zip(pairs, got, strict=True):
+        want = float(sum(Fraction(1, r) for r in range(low + 1, h + 1)))
+        assert value == pytest.approx(want, rel=1e-12, abs=0), (h, low)

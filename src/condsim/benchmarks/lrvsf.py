@@ -21,7 +21,11 @@ from typing import Any
 import numpy as np
 
 from condsim.benchmarks.base import BenchmarkMeta
-from condsim.benchmarks.lrvsf_core import fold_recalls, recalls_from_fold_counts
+from condsim.benchmarks.lrvsf_core import (
+    fold_recalls,
+    rank_metrics_from_fold_counts,
+    recalls_from_fold_counts,
+)
 from condsim.cache.encode import encode_cached
 from condsim.cache.store import CachedRows, EmbeddingCache
 from condsim.data import lrvsf as data
@@ -241,6 +245,13 @@ class LRVSFBenchmark:
                          "folds": rec[:, li, j].tolist()}
                 for j, k in enumerate(cfg.ks)
             }
+        ranks: dict[str, dict[str, dict[str, Any]]] = {}
+        for name, per_fold in rank_metrics_from_fold_counts(counts).items():
+            ranks[name] = {}
+            for li, n in enumerate(cfg.n_dists):
+                mean, std = weighted_mean_std(per_fold[:, li][:, None], axis=0)
+                ranks[name][str(n)] = {"mean": float(mean[0]), "std": float(std[0]),
+                                       "folds": per_fold[:, li].tolist()}
         n_top = str(cfg.n_dists[-1])
         k_head = str(cfg.ks[0])
         protocol = {
@@ -268,7 +279,7 @@ class LRVSFBenchmark:
             headline={"name": f"recall_at_{k_head}|{n_top}",
                       "value": recall[n_top][k_head]["mean"],
                       "std": recall[n_top][k_head]["std"]},
-            metrics={"recall": recall},
+            metrics={"recall": recall, **ranks},
             skipped={"corrupt_distractors": corrupt, "examples": corrupt_examples},
             extra={"config": {k: v for k, v in asdict(cfg).items() if k != "extra"},
                    "failures": failures},

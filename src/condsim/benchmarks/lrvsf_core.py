@@ -7,7 +7,11 @@ from typing import Any
 
 import numpy as np
 
-from condsim.metrics.recall import recall_from_counts
+from condsim.metrics.recall import (
+    expected_rank_from_counts,
+    recall_from_counts,
+    reciprocal_rank_from_counts,
+)
 from condsim.search.exact import FoldCounts, fold_rank_counts
 
 
@@ -25,6 +29,29 @@ def recalls_from_fold_counts(fc: FoldCounts, ks: Sequence[int]) -> np.ndarray:
     w = fc.weights.astype(np.float64)  # (F, Pa)
     total = w.sum(axis=1)  # (F,)
     return np.einsum("fp,pflk->flk", w, rec) / total[:, None, None]
+
+
+def rank_metrics_from_fold_counts(fc: FoldCounts, cutoff: int = 100) -> dict[str, np.ndarray]:
+    """Per fold and draw set ``(F, L)``, weighting each query by its multiplicity ``w_p``:
+
+    * ``mrr_at_100``: ``(1 / B) * sum_p w_p * E[1/r_p * [r_p <= cutoff]]``, the expected
+      reciprocal rank with 0 beyond the top ``cutoff`` (the CondViT authors' "P@R=1");
+    * ``median_rank``: the weighted median of the expected 1-based rank
+      ``E[r_p] = g_p + t_p / 2 + 1`` (the smallest value whose cumulative weight reaches B/2).
+
+    Ranks are uniform over tied positions (see :mod:`condsim.metrics.recall`).
+    """
+    rr = reciprocal_rank_from_counts(fc.greater, fc.ties, cutoff)  # (Pa, F, L)
+    w = fc.weights.astype(np.float64)  # (F, Pa)
+    mrr = np.einsum("fp,pfl->fl", w, rr) / w.sum(axis=1)[:, None]
+    rank = expected_rank_from_counts(fc.greater, fc.ties)
+    median = np.empty_like(mrr)
+    for f in range(w.shape[0]):
+        for li in range(rank.shape[2]):
+            order = np.argsort(rank[:, f, li], kind="stable")
+            cum = np.cumsum(w[f, order])
+            median[f, li] = rank[order[np.searchsorted(cum, cum[-1] / 2)], f, li]
+    return {f"mrr_at_{cutoff}": mrr, "median_rank": median}
 
 
 def fold_recalls(

@@ -39,10 +39,16 @@ def lrvsf_table(result: Any) -> Table:
     table.add_column("distractors", justify="right")
     for k in ks:
         table.add_column(f"R@{k}", justify="right")
+    mrr, median = result.metrics.get("mrr_at_100"), result.metrics.get("median_rank")
+    if mrr and median:  # older results.json files hold recall only
+        table.add_column("MRR@100", justify="right")
+        table.add_column("median rank", justify="right")
     for n, per_k in result.metrics["recall"].items():
-        table.add_row(f"{int(n):,}", *[
-            f"{per_k[str(k)]['mean'] * 100:.2f} ± {per_k[str(k)]['std'] * 100:.2f}" for k in ks
-        ])
+        cells = [f"{per_k[str(k)]['mean'] * 100:.2f} ± {per_k[str(k)]['std'] * 100:.2f}"
+                 for k in ks]
+        if mrr and median:
+            cells += [f"{mrr[n]['mean'] * 100:.2f}", f"{median[n]['mean']:.1f}"]
+        table.add_row(f"{int(n):,}", *cells)
     return table
 
 WORKERS_HELP = "Decode threads overlapped with the forward pass (0: decode inline)."

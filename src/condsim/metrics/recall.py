@@ -35,6 +35,62 @@ def recall_from_counts(
     return np.clip((k - g) / (t + 1.0), 0.0, 1.0)
 
 
+def reciprocal_rank_from_counts(
+    greater: np.ndarray, ties: np.ndarray, cutoff: int | None = None
+) -> np.ndarray:
+    """Expected reciprocal rank of the target under uniformly random tie-breaking.
+
+    The rank ``r`` is uniform on ``{g+1, ..., g+t+1}``, so::
+
+        E[1/r] = (1 / (t + 1)) * sum_{r=g+1}^{g+t+1} 1/r * [r <= cutoff]
+               = (H(min(g+t+1, cutoff)) - H(min(g, cutoff))) / (t + 1)
+
+    with ``H(n)`` the n-th harmonic number; ``cutoff=None`` means no cut-off. With a cut-off
+    of 100 this is the CondViT authors' "P@R=1" (``1 / rank``, 0 beyond the top 100).
+    Output float64 with ``greater``'s shape.
+    """
+    g = np.asarray(greater, dtype=np.int64)
+    t = np.asarray(ties, dtype=np.int64)
+    hi, lo = g + t + 1, g
+    if cutoff is not None:
+        hi, lo = np.minimum(hi, cutoff), np.minimum(lo, cutoff)
+    return _harmonic_difference(hi, lo) / (t + 1.0)
+
+
+def _harmonic_difference(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+    """``H(hi) - H(lo) = sum_{r=lo+1}^{hi} 1/r`` elementwise (``hi >= lo >= 0``).
+
+    From a table of exact partial sums (up to 2**16) when ``lo < 1024``; otherwise from the
+    asymptotic expansion
+    ``H(n) = ln n + gamma + 1/(2n) - 1/(12 n^2) + O(n^-4)`` written as a difference
+    (``log1p((hi - lo) / lo)`` etc.), so that a short sum far down the ranking (a tie at rank
+    10 million) keeps full relative precision instead of cancelling two values near 16."""
+    hi = np.asarray(hi, dtype=np.int64)
+    lo = np.asarray(lo, dtype=np.int64)
+    table = _HARMONIC_TABLE
+    out = np.zeros(np.broadcast(hi, lo).shape, np.float64)
+    hi, lo = np.broadcast_to(hi, out.shape), np.broadcast_to(lo, out.shape)
+    far = lo >= 1024  # expansion error there: relative 1 / (30 lo^4) < 1e-13
+    small = ~far & (hi < table.size)
+    out[small] = table[hi[small]] - table[lo[small]]
+    h, lw = hi[far].astype(np.float64), lo[far].astype(np.float64)
+    out[far] = (np.log1p((h - lw) / lw) + 0.5 * (lw - h) / (h * lw)
+                - (lw - h) * (lw + h) / (12 * h**2 * lw**2))
+    mixed = ~small & ~far
+    h = hi[mixed].astype(np.float64)
+    out[mixed] = (np.log(h) + np.euler_gamma + 1 / (2 * h) - 1 / (12 * h**2)
+                  - table[lo[mixed]])
+    return out
+
+
+_HARMONIC_TABLE = np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, 2**16))])
+
+
+def expected_rank_from_counts(greater: np.ndarray, ties: np.ndarray) -> np.ndarray:
+    """Expected 1-based rank of the target under random tie-breaking: ``g + t / 2 + 1``."""
+    return np.asarray(greater, np.float64) + np.asarray(ties, np.float64) / 2.0 + 1.0
+
+
 def rank_counts(scores: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per query, ``(greater, ties)``: candidates strictly above / equal to the target's score.
 
