@@ -154,11 +154,19 @@ def test_downloaded_distractors_feed_the_benchmark(server, tmp_path):
         data_root=str(root), n_dists=(5,), folds="seeded", cache_dir=str(tmp_path / "c")))
     assert res.skipped["corrupt_distractors"] == 2  # the two failed URLs: null rows, counted
     assert res.protocol["n_distractors_available"] == len(SIZES) + 1
+    shards = pa.concat_tables(pq.read_table(f) for f in sorted(
+        (root / "distractors").glob("part-*.parquet")))
+    n = len(_urls(base))
+    assert shards.column("CATEGORY").to_pylist() == [f"c{i % 3}" for i in range(n)]
+    assert shards.column("TYPE").to_pylist() == ["DISTRACTOR"] * n
+    assert shards.schema.field("width").type == pa.int32()  # ours, not the URL list's
 
 
 def _write_url_parquet(tmp: Path, urls: list[str]) -> Path:
     path = tmp / "distractors_urls.parquet"
-    pq.write_table(pa.table({"URL": urls, "TYPE": ["DISTRACTOR"] * len(urls)}), path)
+    pq.write_table(pa.table({"URL": urls, "TYPE": ["DISTRACTOR"] * len(urls),
+                             "CATEGORY": [f"c{i % 3}" for i in range(len(urls))],
+                             "width": list(range(len(urls)))}), path)  # clashes: dropped
     return path
 
 

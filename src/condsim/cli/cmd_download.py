@@ -30,20 +30,22 @@ def register(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typer) ->
         limit: int = typer.Option(0, help="Only the first N URLs (0: all), e.g. for a dry run."),
     ) -> None:
         """Download and resize the distractor images into img2dataset-style parquet shards
-        that `condsim eval lrvsf` reads. Resumable: shards already written are kept, so an
+        that `condsim eval lrvsf` reads; the URL list's other columns (e.g. CATEGORY) are
+        carried into the shards. Resumable: shards already written are kept, so an
         interrupted download continues where it stopped. Failed URLs are kept as rows with a
         null image and their reason (the evaluation skips and counts them); totals go to
         DATA_ROOT/distractors/download_stats.json."""
-        from condsim.data.download import DownloadConfig, download_distractors, read_urls
+        from condsim.data.download import DownloadConfig, download_distractors, read_url_list
         from condsim.progress import rich_progress
 
-        url_list = read_urls(urls, url_col)
+        url_list, extra = read_url_list(urls, url_col)
         if limit > 0:
             url_list = url_list[:limit]
+            extra = None if extra is None else extra.slice(0, len(url_list))
         cfg = DownloadConfig(size=size, shard_size=shard_size, threads=threads,
                              timeout=timeout, retries=retries)
         with rich_progress() as progress:
-            stats = download_distractors(url_list, data_root, cfg,
+            stats = download_distractors(url_list, data_root, cfg, extra=extra,
                                          progress=progress("download", len(url_list)))
         failed = sum(stats["failed"].values())
         console.print(f"{stats['success']:,} images, {failed:,} failed "

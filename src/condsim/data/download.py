@@ -72,11 +72,19 @@ class DownloadConfig:
 def read_urls(path: str | Path, url_col: str | None = None) -> list[str]:
     """The URL column of a parquet file (``URL`` or ``url`` unless ``url_col`` is given), or
     the lines of a text file."""
+    return read_url_list(path, url_col)[0]
+
+
+def read_url_list(path: str | Path, url_col: str | None = None
+                  ) -> tuple[list[str], pa.Table | None]:
+    """``(urls, other columns)``: a parquet file's URL column (``URL`` or ``url`` unless
+    ``url_col`` is given) and its remaining columns (e.g. ``CATEGORY``, carried into the
+    shards beside each image; ``None`` for a text file of one URL per line)."""
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{p}: URL list not found")
     if p.suffix != ".parquet":
-        return [line.strip() for line in p.read_text().splitlines() if line.strip()]
+        return [line.strip() for line in p.read_text().splitlines() if line.strip()], None
     try:
         names = pq.read_schema(p).names
     except (pa.ArrowInvalid, OSError) as exc:
@@ -85,11 +93,17 @@ def read_urls(path: str | Path, url_col: str | None = None) -> list[str]:
     if col is None or col not in names:
         raise DataError(f"{p}: no URL column {url_col or ' / '.join(URL_COLUMNS)!r} (columns: "
                         f"{names}); pass it with --url-col")
-    urls = pq.read_table(p, columns=[col]).column(0).to_pylist()
+    table = pq.read_table(p)
+    urls = table.column(col).to_pylist()
     bad = [i for i, u in enumerate(urls) if not isinstance(u, str) or not u]
     if bad:
         raise DataError(f"{p}: empty or null URL in rows {bad[:10]}")
-    return urls
+    clash = [c for c in table.column_names if c != col and c in SCHEMA.names]
+    if clash:
+        logger.warning("%s: columns %s clash with the shard schema and are not carried over",
+                       p, clash)
+    keep = [c for c in table.column_names if c != col and c not in SCHEMA.names]
+    return urls, table.select(keep) if keep else None
 
 
 def resize_keep_ratio(img: Image.Image, size: int) -> Image.Image:
@@ -150,10 +164,14 @@ def shard_path(folder: Path, index: int) -> Path:
     return folder / f"part-{index:05d}.parquet"
 
 
-def _write_shard(path: Path, rows: Sequence[dict[str, Any]], first_key: int) -> None:
+def _write_shard(path: Path, rows: Sequence[dict[str, Any]], first_key: int,
+                 extra: pa.Table | None = None) -> None:
     cols = {name: [r.get(name) for r in rows] for name in SCHEMA.names if name != "key"}
     cols["key"] = [f"{first_key + i:09d}" for i in range(len(rows))]
     table = pa.table({name: cols[name] for name in SCHEMA.names}, schema=SCHEMA)
+    if extra is not None:
+        for name in extra.column_names:
+            table = table.append_column(extra.field(name), extra.column(name))
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
@@ -172,9 +190,13 @@ def download_distractors(
     urls: Sequence[str], data_root: str | Path, cfg: DownloadConfig = DownloadConfig(), *,
     progress: Callable[[int], None] | None = None,
     fetch: Callable[[str, DownloadConfig], dict[str, Any]] = fetch_one,
+    extra: pa.Table | None = None,
 ) -> dict[str, Any]:
     """Fetch ``urls`` into ``data_root/distractors/`` (see the module docstring); shards that
-    already exist are kept. Returns (and writes to ``download_stats.json``) the totals."""
+    already exist are kept. ``extra`` (one row per URL) adds its columns to the shards.
+    Returns (and writes to ``download_stats.json``) the totals."""
+    if extra is not None and extra.num_rows != len(urls):
+        raise DataError(f"{extra.num_rows} rows of extra columns for {len(urls)} URLs")
     if cfg.shard_size < 1 or cfg.threads < 1 or cfg.size < 1:
         raise DataError("shard size, threads and size must be >= 1")
     folder = Path(data_root) / "distractors"
@@ -200,7 +222,7 @@ def download_distractors(
                 rows.append(row)
                 if progress is not None:
                     progress(1)
-            _write_shard(path, rows, lo)
+            _write_shard(path, rows, lo, None if extra is None else extra.slice(lo, hi - lo))
             counts = Counter(r["status"] for r in rows)
             totals.update(counts)
             logger.info("%s: %d ok, %d failed", path.name, counts["success"],
