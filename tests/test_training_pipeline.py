@@ -83,3 +83,49 @@ def test_train_condvit_cli_validates_each_epoch_and_keeps_the_best(tmp_path):
     validate = condvit_validator(tmp_path / "val", create_model("test/tiny-clip").preprocessor,
                                  n_dist=50, k=5)
     assert abs(validate(CondViTPair(best)) - max(scores)) < 1e-9
+
+
+def test_text_conditioned_condvit_trains_saves_loads_and_evaluates(tmp_path):
+    """--conditioning text: captions through the init CLIP's frozen text tower, projected to
+    the conditioning token; condvit:<dir> reloads with that text tower (checked by revision)
+    and evaluates LRVS-F with text conditions."""
+    from condsim.models.condvit import CondViT
+    from condsim.registry import create_model
+    from condsim.synthetic.lrvsf import write_lrvsf
+    from condsim.training.recipes import condvit_validator
+    from condsim.training.tasks import CondViTPair
+    from stubs import jpegs
+
+    write_lrvsf(tmp_path / "train", n_products=40, n_distractors=10, seed=1)
+    write_lrvsf(tmp_path / "val", n_products=20, n_distractors=40, seed=2, files=1)
+    out = tmp_path / "cvt"
+    assert main(["train", "condvit", "--train-root", str(tmp_path / "train"), "--out",
+                 str(out), "--conditioning", "text", "--epochs", "2", "--batch-size", "20",
+                 "--lr", "1e-3", "--val-root", str(tmp_path / "val"), "--val-dists", "30",
+                 "--val-k", "5"]) == 0
+    cfg = json.loads((out / "best" / "condvit_config.json").read_text())
+    assert cfg["conditioning"] == "text" and cfg["text_backbone"] == "test/tiny-clip"
+    enc = create_model(f"condvit:{out / 'best'}", device="cpu")
+    assert enc.meta.conditions == ("text",) and "+text:" in enc.meta.revision
+    img = jpegs(1, seed=4)
+    a, b = enc.encode_queries(img * 2, ["a red striped circle", "a blue dotted square"])
+    assert not np.allclose(a.numpy(), b.numpy())
+    # the kept validation score is LRVS-F R@5 (text conditioning) of the saved best weights
+    state = json.loads((out / "last" / "trainer_state.json").read_text())
+    clip = create_model("test/tiny-clip", device="cpu")
+    validate = condvit_validator(tmp_path / "val", clip.preprocessor, n_dist=30, k=5,
+                                 text_encoder=clip)
+    assert abs(validate(CondViTPair(CondViT.load(out / "best"))) - max(state["val_scores"])
+               ) < 1e-9
+    run = tmp_path / "run"
+    assert main(["eval", "lrvsf", "--model", f"condvit:{out / 'best'}", "--data-root",
+                 str(tmp_path / "val"), "--conditioning", "text", "--folds", "seeded",
+                 "--n-dists", "30", "--out", str(run)]) == 0
+    assert load_result(run).protocol["conditioning"] == "text"
+    # another text tower than the one it was trained with: refused
+    cfg["text_backbone_revision"] = "some-other-weights"
+    (out / "best" / "condvit_config.json").write_text(json.dumps(cfg))
+    from condsim.errors import ModelError
+
+    with pytest.raises(ModelError, match="was trained on text features of"):
+        create_model(f"condvit:{out / 'best'}", device="cpu")

@@ -182,6 +182,9 @@ def register_train(app: typer.Typer) -> None:
         train_root: Path = typer.Option(..., help="LRVS-F-layout training set folder."),
         out: Path = typer.Option(..., "--out", help="Checkpoint folder (best/, last/)."),
         init: str = typer.Option("test/tiny-clip", help="CLIP checkpoint to start from."),
+        conditioning: str = typer.Option(
+            "category", help="category (a learned embedding per CATEGORY) | text "
+            "(blip2_caption1 through the init CLIP's frozen text tower, projected)."),
         epochs: int = typer.Option(10), batch_size: int = typer.Option(64),
         lr: float = typer.Option(1e-4), logit_scale: float = typer.Option(20.0),
         seed: int = typer.Option(0),
@@ -193,17 +196,20 @@ def register_train(app: typer.Typer) -> None:
         val_dists: int = typer.Option(1000, help="Distractors of the validation score."),
         val_k: int = typer.Option(1, help="K of the validation recall."),
     ) -> None:
-        """Train a category-conditioned CondViT (LRVS-F recipe); resumes from OUT/last."""
+        """Train a CondViT (LRVS-F recipe) conditioned on categories or captions; resumes
+        from OUT/last. A text-conditioned checkpoint loads its text tower from --init, so
+        keep that model where it is."""
         from condsim.registry import create_model
         from condsim.training.recipes import condvit_validator, train_condvit
 
         validate = None
         if val_root is not None:
-            validate = condvit_validator(val_root, create_model(init).preprocessor,
-                                         n_dist=val_dists, k=val_k, seed=seed)
+            clip = create_model(init)
+            validate = condvit_validator(val_root, clip.preprocessor, n_dist=val_dists,
+                                         k=val_k, seed=seed, text_encoder=clip)
         st = train_condvit(train_root, _cfg(out, epochs, batch_size, lr, logit_scale, seed,
                                             schedule, grad_accum, ckpt_every), init=init,
-                           validate=validate)
+                           conditioning=conditioning, validate=validate)
         if st.val_scores:
             console.print("validation R@{}: {}; best epoch {} ({:.2f})".format(
                 val_k, ", ".join(f"{v:.2f}" for v in st.val_scores), st.best_epoch,

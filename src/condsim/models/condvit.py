@@ -21,7 +21,7 @@ from torch import nn
 
 from condsim.data.lrvsf import CATEGORIES
 from condsim.errors import ModelError
-from condsim.models.base import PixelEncoder, module_digest
+from condsim.models.base import PixelEncoder, encode_texts_once, module_digest
 from condsim.models.preprocess import ImagePreprocessor
 from condsim.registry import register_model
 from condsim.results.run_result import atomic_write_text
@@ -37,6 +37,9 @@ class CondViTConfig:
     categories: tuple[str, ...] = CATEGORIES
     text_dim: int = 0  # dimension of the frozen text embeddings (conditioning="text")
     text_backbone: str = ""  # condsim model name giving text embeddings (conditioning="text")
+    #: the backbone's ``meta.revision`` at training time: a text-conditioned CondViT only
+    #: makes sense with the very text features it was trained on
+    text_backbone_revision: str = ""
 
 
 class CondViT(nn.Module):
@@ -128,29 +131,56 @@ def condvit_from_clip(clip_dir: str | Path, cfg: CondViTConfig | None = None,
 
 
 class CondViTEncoder(PixelEncoder):
-    """A :class:`CondViT` as a condsim encoder (category conditioning)."""
+    """A :class:`CondViT` as a condsim encoder. Category conditioning takes category names;
+    text conditioning takes free text, embedded by ``text_encoder`` (a CLIP-style model with
+    ``encode_texts``: the frozen backbone the CondViT was trained with)."""
 
     def __init__(self, model: CondViT, preprocessor: ImagePreprocessor, name: str,
-                 device: str | torch.device | None = None, revision: str = "") -> None:
+                 device: str | torch.device | None = None, revision: str = "",
+                 text_encoder: Any = None) -> None:
         from condsim.models.base import default_device
 
         self.device = torch.device(device) if device else default_device()
         self.model = model.to(self.device).eval()
         self.preprocessor = preprocessor
+        self.text_encoder = text_encoder
+        if model.cfg.conditioning == "text" and text_encoder is None:
+            raise ModelError("a text-conditioned CondViT needs its text encoder "
+                             f"({model.cfg.text_backbone or 'its CLIP backbone'})")
+        text_rev = "" if text_encoder is None else f"+text:{text_encoder.meta.revision}"
         self.meta = ModelMeta(
             name=name, embedding_dim=int(model.vision.config.projection_dim),
             preprocessing_id=preprocessor.id, conditions=(model.cfg.conditioning,),
-            revision=revision or module_digest(model),
-            extra={"conditioning": model.cfg.conditioning},
+            revision=(revision or module_digest(model)) + text_rev,
+            extra={"conditioning": model.cfg.conditioning,
+                   **({"text_backbone": model.cfg.text_backbone} if text_encoder else {})},
         )
 
     def encode_image_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.model(pixels)
 
     def encode_query_pixels(self, pixels: torch.Tensor, conditions: Sequence[str]) -> torch.Tensor:
-        if self.model.cfg.conditioning != "category":
-            raise ModelError("text-conditioned CondViT needs text embeddings; use category")
+        if self.model.cfg.conditioning == "text":
+            text = encode_texts_once(self.text_encoder.encode_texts, list(conditions))
+            return self.model(pixels, text.to(pixels.device, torch.float32))
         return self.model(pixels, list(conditions))
+
+
+def load_text_backbone(cfg: CondViTConfig, **kwargs: Any) -> Any:
+    """The frozen CLIP text encoder a text-conditioned CondViT was trained with, checked
+    against the revision recorded at training time."""
+    from condsim.registry import create_model
+
+    if not cfg.text_backbone:
+        raise ModelError("this text-conditioned CondViT names no text backbone")
+    backbone = create_model(cfg.text_backbone, **kwargs)
+    if cfg.text_backbone_revision and backbone.meta.revision != cfg.text_backbone_revision:
+        raise ModelError(
+            f"text backbone {cfg.text_backbone} has weights {backbone.meta.revision}, but this "
+            f"CondViT was trained on text features of {cfg.text_backbone_revision}")
+    if not hasattr(backbone, "encode_texts"):
+        raise ModelError(f"text backbone {cfg.text_backbone} has no text tower")
+    return backbone
 
 
 #: The authors' evaluation transform (CondViT-LRVSF ``valid_tf``): white square padding,
@@ -263,7 +293,7 @@ def condvit_from_authors(path: str | Path, heads: int | None = None) -> CondViT:
 
 
 @register_model(
-    "condvit:", scheme=True, conditions=("category",),
+    "condvit:", scheme=True, conditions=("category", "text"),
     description="CondViT: condsim checkpoint dir, or the authors' (.pth, hub dir or id)")
 def create_condvit(rest: str, **kwargs: Any) -> CondViTEncoder:
     from condsim.models.clip_hf import _read_preprocessor_config, _weights_digest
@@ -276,8 +306,10 @@ def create_condvit(rest: str, **kwargs: Any) -> CondViTEncoder:
     if path.is_dir() and (path / CONFIG_NAME).is_file():
         model = CondViT.load(path)
         pre = ImagePreprocessor.from_hf_config(_read_preprocessor_config(path))
+        text = load_text_backbone(model.cfg, **kwargs) if model.cfg.conditioning == "text" \
+            else None
         return CondViTEncoder(model, pre, name=f"condvit:{rest}",
-                              revision=_weights_digest(path), **kwargs)
+                              revision=_weights_digest(path), text_encoder=text, **kwargs)
     model = condvit_from_authors(path)
     return CondViTEncoder(model, AUTHORS_PREPROCESSOR, name=f"condvit:{rest}",
                           revision=module_digest(model), **kwargs)

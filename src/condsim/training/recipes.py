@@ -104,25 +104,40 @@ def train_combiner(
 
 def train_condvit(
     train_root: str | Path, cfg: TrainConfig, *, init: str = "test/tiny-clip",
+    conditioning: str = "category",
     validate: Callable[[Any], float] | None = None, resume: bool = True,
     progress: Callable[[int], None] | None = None,
 ) -> TrainState:
-    """Train a category-conditioned CondViT on an LRVS-F-layout training set."""
+    """Train a CondViT on an LRVS-F-layout training set, conditioned on the product category
+    (a learned embedding per category) or on its caption (``blip2_caption1``, embedded by the
+    frozen text tower of the ``init`` CLIP and linearly projected to the conditioning token,
+    the paper's text model)."""
     from condsim.data.lrvsf import read_products
+    from condsim.models.base import encode_texts_once
     from condsim.models.clip_hf import HFClipEncoder, _read_preprocessor_config
-    from condsim.models.condvit import condvit_from_clip
+    from condsim.models.condvit import CondViTConfig, condvit_from_clip
 
     maybe_init_distributed()
     clip = create_model(init)
     if not isinstance(clip, HFClipEncoder):
         raise DataError(f"--init must be a CLIP checkpoint (hf:<dir> or test/tiny-clip), "
                         f"got {init!r}")
+    if conditioning not in ("category", "text"):
+        raise DataError(f"conditioning must be category or text, got {conditioning!r}")
     clip_dir = Path(clip.meta.extra["path"])
-    products = read_products(train_root, "category")
+    products = read_products(train_root, conditioning)
     pre = clip.preprocessor
-    task = PixelTripletTask(preprocess_all(pre, products.query_images), products.categories,
+    conds: Any = products.conditions
+    model_cfg = CondViTConfig()
+    if conditioning == "text":
+        with torch.inference_mode():
+            conds = encode_texts_once(clip.encode_texts, products.conditions).float().cpu()
+        model_cfg = CondViTConfig(conditioning="text", text_dim=int(conds.shape[1]),
+                                  text_backbone=init,
+                                  text_backbone_revision=clip.meta.revision)
+    task = PixelTripletTask(preprocess_all(pre, products.query_images), conds,
                             preprocess_all(pre, products.target_images))
-    model = condvit_from_clip(clip_dir, seed=cfg.seed)
+    model = condvit_from_clip(clip_dir, model_cfg, seed=cfg.seed)
     pre_cfg = _read_preprocessor_config(clip_dir)
     trainer = Trainer(CondViTPair(model), task, cfg, validate=validate,
                       save_model=lambda m, d: m.condvit.save(d, preprocessor_config=pre_cfg))
@@ -130,13 +145,14 @@ def train_condvit(
         trainer.resume()
     state = trainer.fit(progress)
     (Path(cfg.out_dir) / "recipe.json").write_text(json.dumps(
-        {"recipe": "condvit", "init": init, "train_root": str(train_root)}, indent=2))
+        {"recipe": "condvit", "init": init, "conditioning": conditioning,
+         "train_root": str(train_root)}, indent=2))
     return state
 
 
 def condvit_validator(val_root: str | Path, preprocessor: Any, *, n_dist: int = 1000,
-                      k: int = 1, seed: int = 0, num_workers: int = 0
-                      ) -> Callable[[Any], float]:
+                      k: int = 1, seed: int = 0, num_workers: int = 0,
+                      text_encoder: Any = None) -> Callable[[Any], float]:
     """Per-epoch validation score of a CondViT being trained: LRVS-F recall@``k`` with
     ``n_dist`` distractors, mean over the 20 seeded bootstrap folds, on an LRVS-F-layout
     validation set (the score that selects ``best/``). Embeddings go to a throw-away cache:
@@ -150,11 +166,14 @@ def condvit_validator(val_root: str | Path, preprocessor: Any, *, n_dist: int = 
     def score(pair: Any) -> float:
         device = next(pair.condvit.parameters()).device
         enc = CondViTEncoder(pair.condvit, preprocessor, name="condvit:training",
-                             device=device, revision="training")
+                             device=device, revision="training",
+                             text_encoder=text_encoder if pair.condvit.cfg.conditioning == "text"
+                             else None)
         tmp = tempfile.mkdtemp(prefix="condsim-val-")
         try:
             res = evaluate_lrvsf(enc, LRVSFConfig(
-                data_root=str(val_root), conditioning="category", n_dists=(n_dist,),
+                data_root=str(val_root), conditioning=pair.condvit.cfg.conditioning,
+                n_dists=(n_dist,),
                 ks=(k,), seed=seed, folds="seeded", num_workers=num_workers, cache_dir=tmp))
         finally:
             shutil.rmtree(tmp, ignore_errors=True)

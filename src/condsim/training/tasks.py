@@ -39,7 +39,7 @@ class CondViTPair(nn.Module):
         super().__init__()
         self.condvit = condvit
 
-    def forward(self, qpx: torch.Tensor, conds: list[str], tpx: torch.Tensor
+    def forward(self, qpx: torch.Tensor, conds: list[str] | torch.Tensor, tpx: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         return self.condvit(qpx, conds), self.condvit(tpx)
 
@@ -75,14 +75,15 @@ class FeatureTripletTask:
 
 
 class PixelTripletTask:
-    """``(query pixels, condition, target pixels)`` examples held in memory."""
+    """``(query pixels, condition, target pixels)`` examples held in memory; conditions are
+    category names or a ``(n, text_dim)`` tensor of frozen text embeddings."""
 
-    def __init__(self, query_px: torch.Tensor, conditions: Sequence[str],
+    def __init__(self, query_px: torch.Tensor, conditions: Sequence[str] | torch.Tensor,
                  target_px: torch.Tensor) -> None:
         if not (len(query_px) == len(conditions) == len(target_px)):
             raise CondsimError("queries, conditions and targets must have the same length")
         self.q = query_px
-        self.c = list(conditions)
+        self.c = conditions if isinstance(conditions, torch.Tensor) else list(conditions)
         self.t = target_px
 
     def __len__(self) -> int:
@@ -91,8 +92,9 @@ class PixelTripletTask:
     def embed(self, model: nn.Module, idx: np.ndarray, device: torch.device
               ) -> tuple[torch.Tensor, torch.Tensor]:
         i = torch.from_numpy(np.asarray(idx))
-        return model(self.q[i].to(device), [self.c[j] for j in idx.tolist()],
-                     self.t[i].to(device))
+        conds = self.c[i].to(device) if isinstance(self.c, torch.Tensor) else [
+            self.c[j] for j in idx.tolist()]
+        return model(self.q[i].to(device), conds, self.t[i].to(device))
 
 
 def preprocess_all(preprocessor: Any, images: Sequence[Any]) -> torch.Tensor:
