@@ -57,11 +57,14 @@ def register(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typer) ->
 
     @synth_app.command("cirr")
     def synth_cirr(out: Path = typer.Option(..., "--out"),
-                   queries: int = typer.Option(40), seed: int = typer.Option(0)) -> None:
-        """Write a synthetic CIRR (val + test1) in the real layout."""
+                   queries: int = typer.Option(40, help="Queries of val and of test1."),
+                   train_queries: int = typer.Option(200, help="Queries of train."),
+                   seed: int = typer.Option(0)) -> None:
+        """Write a synthetic CIRR (val, test1, train) in the real layout."""
         from condsim.synthetic.cirr import write_cirr
 
-        console.print(f"wrote {write_cirr(out, n_queries=queries, seed=seed)}")
+        path = write_cirr(out, n_queries=queries, n_train=train_queries, seed=seed)
+        console.print(f"wrote {path}")
 
     register_circo(app, eval_app, synth_app)
     register_more(app, eval_app, synth_app)

@@ -125,8 +125,11 @@ def register_train(app: typer.Typer) -> None:
 
     @train_app.command("combiner")
     def train_combiner_cmd(
-        triplets: Path = typer.Option(..., help="Mined triplets (condsim mine --combine)."),
-        images: Path = typer.Option(..., help="Folder the triplets' image paths are in."),
+        triplets: Path = typer.Option(None, help="Mined triplets (condsim mine --combine)."),
+        images: Path = typer.Option(None, help="Folder the triplets' image paths are in."),
+        cirr_root: Path = typer.Option(
+            None, help="Train on CIRR's train split instead of mined triplets (the GeneCIS "
+            "paper's 'Combiner trained on CIRR' baseline)."),
         out: Path = typer.Option(..., "--out", help="Checkpoint folder (best/, last/)."),
         backbone: str = typer.Option("test/tiny-clip", help="Frozen CLIP model."),
         epochs: int = typer.Option(6), batch_size: int = typer.Option(256),
@@ -142,16 +145,18 @@ def register_train(app: typer.Typer) -> None:
         gpus_per_node: int = typer.Option(8), slurm_hours: int = typer.Option(24),
         partition: str = typer.Option(None),
     ) -> None:
-        """Train a Combiner on frozen CLIP features of mined triplets (GeneCIS recipe);
-        resumes from OUT/last when present. Works under torchrun (DDP); --slurm-nodes writes
-        a multi-node sbatch script."""
+        """Train a Combiner on frozen CLIP features of mined triplets (GeneCIS recipe) or of
+        CIRR's train split (--cirr-root); resumes from OUT/last when present. Works under
+        torchrun (DDP); --slurm-nodes writes a multi-node sbatch script."""
         from condsim.registry import create_model
         from condsim.results.run_result import atomic_write_text
         from condsim.training.recipes import combiner_validator, slurm_script, train_combiner
 
         if slurm_nodes:
-            argv = ["train", "combiner", "--triplets", str(triplets), "--images", str(images),
-                    "--out", str(out), "--backbone", backbone, "--epochs", str(epochs),
+            source = ["--cirr-root", str(cirr_root)] if cirr_root else [
+                "--triplets", str(triplets), "--images", str(images)]
+            argv = ["train", "combiner", *source, "--out", str(out), "--backbone", backbone,
+                    "--epochs", str(epochs),
                     "--batch-size", str(batch_size), "--lr", str(lr), "--logit-scale",
                     str(logit_scale), "--projection-dim", str(projection_dim),
                     "--hidden-dim", str(hidden_dim), "--dropout", str(dropout), "--seed",
@@ -169,7 +174,8 @@ def register_train(app: typer.Typer) -> None:
         st = train_combiner(triplets, images, _cfg(out, epochs, batch_size, lr, logit_scale,
                                                    seed, schedule, grad_accum, ckpt_every),
                             backbone=backbone, projection_dim=projection_dim,
-                            hidden_dim=hidden_dim, dropout=dropout, validate=validate)
+                            hidden_dim=hidden_dim, dropout=dropout, validate=validate,
+                            cirr_root=cirr_root)
         if st.val_scores:
             console.print(f"validation per epoch: {[round(v, 4) for v in st.val_scores]}; "
                           f"best epoch {st.best_epoch} -> {out / 'best'}")

@@ -49,15 +49,40 @@ def combiner_task_from_triplets(
     from condsim.training.mining import read_triplets
 
     table = read_triplets(triplets_dir, ["reference_image", "target_image", "condition"])
-    refs = table.column("reference_image").to_pylist()
-    tgts = table.column("target_image").to_pylist()
-    conds = table.column("condition").to_pylist()
     images_dir = Path(images_dir)
-    names = list(dict.fromkeys(refs + tgts))
-    paths = [_resolve(images_dir, n) for n in names]
+    refs = [_resolve(images_dir, n) for n in table.column("reference_image").to_pylist()]
+    tgts = [_resolve(images_dir, n) for n in table.column("target_image").to_pylist()]
+    return _combiner_task(refs, table.column("condition").to_pylist(), tgts, backbone,
+                          where=f"under {images_dir}", cache_dir=cache_dir,
+                          num_workers=num_workers)
+
+
+def combiner_task_from_cirr(
+    cirr_root: str | Path, backbone: Any, *, cache_dir: str | None = None,
+    num_workers: int = 0,
+) -> tuple[FeatureTripletTask, dict[str, Any]]:
+    """Frozen features of CIRR's train split: (reference, caption, target_hard) triplets,
+    the training data of the "Combiner trained on CIRR" baseline of GeneCIS (and CLIP4Cir)."""
+    from condsim.data.cirr import read_cirr
+
+    queries, gallery = read_cirr(cirr_root, "train")
+    refs = [Path(gallery[q.reference].path) for q in queries]
+    tgts = [Path(gallery[str(q.target)].path) for q in queries]
+    return _combiner_task(refs, [q.caption for q in queries], tgts, backbone,
+                          where=f"in {cirr_root} (CIRR train)", cache_dir=cache_dir,
+                          num_workers=num_workers)
+
+
+def _combiner_task(
+    refs: list[Path], conds: list[str], tgts: list[Path], backbone: Any, *, where: str,
+    cache_dir: str | None, num_workers: int,
+) -> tuple[FeatureTripletTask, dict[str, Any]]:
+    """Frozen backbone features of every unique image (through the embedding cache) and
+    every distinct condition of ``(reference, condition, target)`` triplets."""
+    paths = list(dict.fromkeys(refs + tgts))
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
-        raise DataError(f"{len(missing)} triplet image(s) not found under {images_dir}, e.g. "
+        raise DataError(f"{len(missing)} triplet image(s) not found {where}, e.g. "
                         f"{missing[:3]}: training data and images do not match")
     cache = EmbeddingCache(cache_dir or default_cache_dir(), backbone.meta)
     feats, errors, _ = encode_unique(backbone, cache, [ImageRef(str(p)) for p in paths],
@@ -70,27 +95,35 @@ def combiner_task_from_triplets(
     with torch.inference_mode():
         text = torch.cat([backbone.encode_texts(cond_names[i:i + 256]).float().cpu()
                           for i in range(0, len(cond_names), 256)]).numpy()
-    img_index = {n: i for i, n in enumerate(names)}
+    img_index = {n: i for i, n in enumerate(paths)}
     cond_index = {c: i for i, c in enumerate(cond_names)}
     trip = np.array([(img_index[r], cond_index[c], img_index[t])
                      for r, c, t in zip(refs, conds, tgts, strict=True)], dtype=np.int64)
-    info = {"triplets": len(trip), "images": len(names), "conditions": len(cond_names)}
+    info = {"triplets": len(trip), "images": len(paths), "conditions": len(cond_names)}
     return FeatureTripletTask(feats, text, trip), info
 
 
 def train_combiner(
-    triplets_dir: str | Path, images_dir: str | Path, cfg: TrainConfig, *,
+    triplets_dir: str | Path | None, images_dir: str | Path | None, cfg: TrainConfig, *,
     backbone: str = "test/tiny-clip", projection_dim: int = 2560, hidden_dim: int = 5120,
     dropout: float = 0.5, validate: Callable[[Any], float] | None = None,
     cache_dir: str | None = None, resume: bool = True,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], None] | None = None, cirr_root: str | Path | None = None,
 ) -> TrainState:
-    """Train a Combiner (GeneCIS recipe) on frozen ``backbone`` features."""
+    """Train a Combiner on frozen ``backbone`` features: on mined triplets (the GeneCIS
+    recipe: ``triplets_dir`` + ``images_dir``) or on CIRR's train split (``cirr_root``: the
+    GeneCIS paper's "Combiner trained on CIRR" baseline)."""
     from condsim.models.combiner import Combiner, CombinerConfig
 
+    if (cirr_root is None) == (triplets_dir is None or images_dir is None):
+        raise DataError("train a Combiner on mined triplets (--triplets and --images) or on "
+                        "CIRR (--cirr-root), not both")
     maybe_init_distributed()
     bb = create_model(backbone)
-    task, info = combiner_task_from_triplets(triplets_dir, images_dir, bb, cache_dir=cache_dir)
+    task, info = (combiner_task_from_cirr(cirr_root, bb, cache_dir=cache_dir)
+                  if cirr_root is not None else
+                  combiner_task_from_triplets(str(triplets_dir), str(images_dir), bb,
+                                              cache_dir=cache_dir))
     logger.info("combiner training data: %s", info)
     torch.manual_seed(cfg.seed)
     comb = Combiner(CombinerConfig(bb.meta.embedding_dim, projection_dim, hidden_dim, dropout,
