@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from condsim.cli.main import main
+from condsim.demo import BASELINES
 from condsim.results.run_result import load_result
 
 
@@ -12,9 +13,15 @@ def test_demo_tiny_conditional_model_beats_baselines(tmp_path):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--size", "tiny", "--workers", "0"]) == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["conditional_beats_baselines"] == {"condvit (trained)": True}
+    assert summary["conditional_beats_baselines"] == {"condvit (trained)": True,
+                                                      "condvit-text (trained)": True}
+    assert set(summary["models"]) == {*BASELINES, "condvit (trained)"}
+    assert set(summary["models_captions"]) == {*BASELINES, "condvit-text (trained)"}
     runs = sorted(p.name for p in (out / "runs").iterdir())
-    assert len(runs) == 4 + 3  # LRVS-F: 3 baselines + CondViT; GeneCIS: 3 baselines
+    # LRVS-F with categories and with captions: 3 baselines + a CondViT each; GeneCIS: 3
+    assert len(runs) == 4 + 4 + 3
+    assert load_result(out / "runs" / "lrvsf-text__condvit-text (trained)").protocol[
+        "conditioning"] == "text"
     for run in runs:
         res = load_result(out / "runs" / run)
         assert res.seed == 0

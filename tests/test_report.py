@@ -351,3 +351,28 @@ def test_no_matplotlib_state_touched(tmp_path):
             " 'ci'))\n"
             "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot used'\n")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)
+
+
+def test_protocol_variants_get_their_own_sections_and_never_compare(world, tmp_path):
+    """LRVS-F runs with category conditions and with captions are different protocols: two
+    sections, each compared with its own reference, plots named apart; the leaderboard's
+    protocol column says which."""
+    from condsim.results.leaderboard import leaderboard_rows, load_runs
+
+    for name in ("lr_tiny", "lr_img"):
+        res = json.loads((world["runs"] / name / "results.json").read_text())
+        res["protocol"]["conditioning"] = "text"
+        (tmp_path / "runs" / f"{name}_text").mkdir(parents=True)
+        (tmp_path / "runs" / f"{name}_text" / "results.json").write_text(json.dumps(res))
+    written = rep.build_report([world["runs"] / "lr_tiny", world["runs"] / "lr_img",
+                                tmp_path / "runs"], tmp_path / "out" / "r.html")
+    md = written["markdown"].read_text()
+    assert md.count("## LRVS-Fashion · conditioning: category") == 1
+    assert md.count("## LRVS-Fashion · conditioning: text") == 1
+    assert md.count("(reference)") == 2  # one reference per variant
+    assert {"lrvsf_recall_at_1_category", "lrvsf_recall_at_1_text"} <= set(written)
+    protocols = sorted(r.protocol for r in leaderboard_rows(load_runs(
+        [world["runs"] / "lr_tiny", tmp_path / "runs" / "lr_tiny_text"])))
+    assert protocols == ["lrvsf/v1 category", "lrvsf/v1 text"]
+    single = rep.build_report([world["runs"] / "lr_tiny"], tmp_path / "one" / "r.html")
+    assert "lrvsf_recall_at_1" in single  # one variant: plain names, as before

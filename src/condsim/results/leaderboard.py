@@ -120,6 +120,17 @@ def headline_value(headline: dict[str, Any], where: str) -> float:
     return float(value)
 
 
+#: protocol settings that change a benchmark's numbers without changing its name: runs that
+#: differ in them are listed as different protocols and never compared with each other
+VARIANT_KEYS = {"lrvsf": "conditioning", "fashioniq": "caption_join", "genecis": "crop"}
+
+
+def protocol_variant(result: Any) -> str:
+    """The value of the benchmark's variant setting (:data:`VARIANT_KEYS`), or ``""``."""
+    key = VARIANT_KEYS.get(result.benchmark)
+    return str(result.protocol.get(key, "")) if key else ""
+
+
 def leaderboard_row(run: Run) -> LeaderboardRow:
     r = run.result
     h = r.headline
@@ -129,7 +140,8 @@ def leaderboard_row(run: Run) -> LeaderboardRow:
         value_pct=_pct(headline_value(h, str(run.path))),  # type: ignore[arg-type]
         std_pct=_pct(h.get("std")), ci_low_pct=_pct(h.get("ci_low")),
         ci_high_pct=_pct(h.get("ci_high")), seed=r.seed,
-        protocol=f"{proto.get('name', r.benchmark)}/v{proto.get('protocol_version', '?')}",
+        protocol=f"{proto.get('name', r.benchmark)}/v{proto.get('protocol_version', '?')}"
+        + (f" {protocol_variant(r)}" if protocol_variant(r) else ""),
         date=r.created, run=str(run.path.parent),
     )
 

@@ -29,7 +29,7 @@ import math
 import os
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
@@ -42,11 +42,13 @@ from condsim.errors import DataError
 from condsim.results import failures as fail
 from condsim.results.leaderboard import (
     DISPLAY_HEADERS,
+    VARIANT_KEYS,
     Run,
     display_cells,
     headline_value,
     leaderboard_rows,
     load_runs,
+    protocol_variant,
 )
 from condsim.results.markdown import md_table
 from condsim.results.plots import BarPlot, CurvePlot, Plot, Series, render_png
@@ -791,20 +793,29 @@ def build_report(
     written: dict[str, Path] = {}
     thumbs = Thumbnails(thumb_size)
     body, nav, md_sections = [], [], []
-    groups: dict[str, list[Run]] = {}
+    # one section per benchmark and protocol variant (e.g. LRVS-F with category conditions
+    # and with captions): runs of different variants are never compared with each other
+    groups: dict[tuple[str, str], list[Run]] = {}
     order = list(VIEWS)  # registered benchmarks first, in registration order, then A-Z
     for run in sorted(runs, key=lambda r: (r.result.benchmark not in VIEWS,
                                            order.index(r.result.benchmark)
                                            if r.result.benchmark in VIEWS else 0,
-                                           r.result.benchmark)):
-        groups.setdefault(run.result.benchmark, []).append(run)
-    for bench, group in groups.items():
+                                           r.result.benchmark, protocol_variant(r.result))):
+        groups.setdefault((run.result.benchmark, protocol_variant(run.result)), []).append(run)
+    variants_of: dict[str, int] = {}
+    for bench, _ in groups:
+        variants_of[bench] = variants_of.get(bench, 0) + 1
+    for (bench, variant), group in groups.items():
         view = view_for(group[0])
         title = view.title if bench in VIEWS else f"{bench}" + (
             f" ({view.title})" if view.title else "")
+        suffix = ""
+        if variants_of[bench] > 1:  # several variants: name them (titles, anchors, PNGs)
+            title += f" · {VARIANT_KEYS[bench].replace('_', ' ')}: {variant}"
+            suffix = f"_{variant}"
         table = comparison_table(group, view, reference)
         try:
-            plots = view.plots(group)
+            plots = [replace(p, name=p.name + suffix) for p in view.plots(group)]
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise _bad_metrics(group[0], exc) from exc
         figures, pngs = [], []
@@ -815,7 +826,7 @@ def build_report(
             figures.append(f'<figure class="plot"><img src="{_png_uri(png)}" '
                            f'alt="{_esc(plot.title)}"><figcaption>{_esc(plot.title)} '
                            f'({_esc(plot.name)}.png)</figcaption></figure>')
-        anchor = f"b-{_esc(bench)}"
+        anchor = f"b-{_esc(bench + suffix)}"
         nav.append(f'<a href="#{anchor}">{_esc(title)}</a>')
         body.append(
             f'<section id="{anchor}"><h2>{_esc(title)} <span class="note">{len(group)} '
