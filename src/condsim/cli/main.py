@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "condsim.cli.cmd_encode",
     "condsim.cli.cmd_training",
     "condsim.cli.cmd_download",
+    "condsim.cli.cmd_suite",
 )
 
 console = Console(stderr=True)

@@ -1,0 +1,51 @@
+"""``condsim eval suite``: models x benchmarks from one YAML file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from condsim.cli.common import DEVICE_HELP, PRECISION_HELP, WORKERS_HELP, console, make_encoder
+
+
+def register(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typer) -> None:
+    @eval_app.command("suite")
+    def eval_suite(
+        suite: Path = typer.Option(..., help="YAML list of runs: '- benchmark: lrvsf' plus "
+                                   "that benchmark's config fields (see docs/suite.md)."),
+        model: list[str] = typer.Option(..., "--model", "-m",
+                                        help="Model name; repeat for several models."),
+        out: Path = typer.Option(..., "--out", help="Results go to OUT/<model>/<run>/."),
+        cache_dir: Path = typer.Option(None, help="Embedding cache for runs naming none."),
+        workers: int = typer.Option(None, help=WORKERS_HELP + " Overrides the file."),
+        device: str = typer.Option(None, help=DEVICE_HELP),
+        precision: str = typer.Option("auto", help=PRECISION_HELP),
+    ) -> None:
+        """Evaluate each model on every run of the suite file. The file is checked before
+        anything runs; finished runs (OUT/<model>/<run>/results.json) are kept, so an
+        interrupted suite resumes; a run failing with a clear error is recorded in
+        OUT/suite.json and the others go on (exit code 1 if any failed)."""
+        from condsim.progress import rich_progress
+        from condsim.suite import read_suite, run_suite
+
+        runs = read_suite(suite)
+        with rich_progress() as progress:
+            rows = run_suite(model, runs, out, progress=progress,
+                             make_model=lambda name: make_encoder(name, device, precision),
+                             cache_dir=str(cache_dir) if cache_dir else None,
+                             num_workers=workers)
+        table = Table(title=f"suite {suite.name}: {len(model)} model(s) x {len(runs)} run(s)")
+        for col in ("model", "run", "status", "headline (%)"):
+            table.add_column(col)
+        for r in rows:
+            h = r.get("headline") or {}
+            value = h.get("value", h.get("mean"))
+            cell = r.get("error", "") if r["status"] == "failed" else (
+                f"{h.get('name', '')} {value * 100:.2f}" if value is not None else "")
+            table.add_row(r["model"], r["run"], r["status"], cell)
+        console.print(table)
+        console.print(f"summary: {out / 'suite.json'}; `condsim report {out}` for the report")
+        if any(r["status"] == "failed" for r in rows):
+            raise typer.Exit(1)

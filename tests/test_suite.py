@@ -1,0 +1,110 @@
+"""condsim eval suite: models x benchmarks from a YAML file, checked first, resumable, one
+failure recorded without losing the others."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from condsim.cli.main import main
+from condsim.errors import DataError
+from condsim.results.run_result import load_result
+from condsim.suite import read_suite
+from condsim.synthetic.cirr import write_cirr
+from condsim.synthetic.lrvsf import write_lrvsf
+from condsim.synthetic.mitstates import write_mitstates
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("suite-data")
+    write_lrvsf(root / "lrvsf", n_products=12, n_distractors=30, files=1, seed=0)
+    write_cirr(root / "cirr", n_queries=12, n_train=0, seed=0)
+    write_mitstates(root / "mit", per_class=2, seed=0)
+    return root
+
+
+def _suite(tmp: Path, data: Path, extra: str = "") -> Path:
+    text = f"""
+- benchmark: lrvsf
+  data_root: {data / 'lrvsf'}
+  n_dists: [10, 30]
+  folds: seeded
+- benchmark: lrvsf
+  data_root: {data / 'lrvsf'}
+  conditioning: text
+  n_dists: [30]
+  folds: seeded
+- benchmark: cirr
+  root: {data / 'cirr'}
+  n_bootstrap: 50
+- benchmark: mitstates
+  root: {data / 'mit'}
+  n_bootstrap: 50
+{extra}"""
+    path = tmp / "suite.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_suite_runs_every_model_on_every_benchmark_and_resumes(data, tmp_path):
+    suite, out = _suite(tmp_path, data), tmp_path / "out"
+    models = ["test/tiny-clip", "combine:image-only/test/tiny-clip"]
+    args = ["eval", "suite", "--suite", str(suite), "--out", str(out),
+            "--cache-dir", str(tmp_path / "cache"), "--workers", "0"]
+    assert main([*args, *(x for m in models for x in ("--model", m))]) == 0
+    rows = json.loads((out / "suite.json").read_text())
+    names = ["lrvsf-category", "lrvsf-text", "cirr", "mitstates"]
+    assert [(r["model"], r["run"], r["status"]) for r in rows] == [
+        (m, n, "done") for m in models for n in names]
+    text_run = load_result(out / "test_tiny-clip" / "lrvsf-text")
+    assert text_run.protocol["conditioning"] == "text"
+    assert text_run.protocol["n_dists"] == [30]  # YAML lists became the config's tuples
+    assert load_result(out / "combine_image-only_test_tiny-clip" / "cirr").model["name"] == \
+        "combine:image-only/test/tiny-clip"
+    before = (out / "test_tiny-clip" / "cirr" / "results.json").stat().st_mtime_ns
+    assert main([*args, "--model", models[0]]) == 0  # resumes: everything kept
+    rows = json.loads((out / "suite.json").read_text())
+    assert {r["status"] for r in rows} == {"kept"}
+    assert (out / "test_tiny-clip" / "cirr" / "results.json").stat().st_mtime_ns == before
+
+
+def test_a_failing_run_is_recorded_and_the_others_finish(data, tmp_path):
+    suite = _suite(tmp_path, data, f"""- benchmark: cirr
+  name: cirr-broken
+  root: {tmp_path / 'nowhere'}
+""")
+    out = tmp_path / "out"
+    assert main(["eval", "suite", "--suite", str(suite), "--out", str(out), "--model",
+                 "test/tiny-clip", "--cache-dir", str(tmp_path / "c"), "--workers", "0"]) == 1
+    rows = {r["run"]: r for r in json.loads((out / "suite.json").read_text())}
+    assert rows["cirr-broken"]["status"] == "failed" and "nowhere" in rows["cirr-broken"]["error"]
+    assert all(rows[n]["status"] == "done" for n in ("lrvsf-category", "cirr", "mitstates"))
+
+
+def test_bad_suite_files_fail_before_anything_runs(data, tmp_path):
+    bad = {
+        "unknown field(s) ['dataroot']": "- benchmark: lrvsf\n  dataroot: x\n",
+        "missing required field(s) ['data_root']": "- benchmark: lrvsf\n",
+        "unknown benchmark 'cir'": "- benchmark: cir\n  root: x\n",
+        "expected a non-empty list": "benchmark: lrvsf\n",
+        "malformed YAML": "- benchmark: [lrvsf\n",
+        "several runs are named ['x']": "- {benchmark: cirr, root: a, name: x}\n"
+                                        "- {benchmark: mitstates, root: b, name: x}\n",
+    }
+    for message, text in bad.items():
+        path = tmp_path / "s.yaml"
+        path.write_text(text)
+        with pytest.raises(DataError, match=message.replace("[", r"\[").replace("]", r"\]")
+                           .replace("(", r"\(").replace(")", r"\)")):
+            read_suite(path)
+    with pytest.raises(DataError, match="not found"):
+        read_suite(tmp_path / "missing.yaml")
+    out = tmp_path / "never"
+    (tmp_path / "s.yaml").write_text(f"- benchmark: cirr\n  root: {data / 'cirr'}\n"
+                                     "- benchmark: lrvsf\n  dataroot: x\n")
+    assert main(["eval", "suite", "--suite", str(tmp_path / "s.yaml"), "--out", str(out),
+                 "--model", "test/tiny-clip"]) == 2
+    assert not out.exists()  # the valid first run did not start either
