@@ -155,3 +155,24 @@ def test_combiner_trained_on_cirr_beats_the_untrained_baseline(tmp_path):
     assert main(["train", "combiner", "--cirr-root", str(root), "--triplets", str(tmp_path),
                  "--images", str(tmp_path), "--out", str(tmp_path / "x")]) == 2
     assert main(["train", "combiner", "--out", str(tmp_path / "y")]) == 2
+
+
+def test_submitit_local_job_trains_with_two_processes_like_one(tmp_path):
+    """--submit local:2: submitit starts 2 tasks, each sets the torch.distributed environment
+    from its JobEnvironment and runs the same command; DDP (gloo) over the global batch gives
+    the single-process losses."""
+    pytest.importorskip("submitit")
+    from condsim.synthetic.lrvsf import write_lrvsf
+
+    write_lrvsf(tmp_path / "train", n_products=40, n_distractors=10, seed=1)
+    common = ["train", "condvit", "--train-root", str(tmp_path / "train"), "--epochs", "2",
+              "--batch-size", "20", "--lr", "1e-3"]
+    assert main([*common, "--out", str(tmp_path / "two"), "--submit", "local:2"]) == 0
+    assert main([*common, "--out", str(tmp_path / "one")]) == 0
+    two = json.loads((tmp_path / "two" / "last" / "trainer_state.json").read_text())
+    one = json.loads((tmp_path / "one" / "last" / "trainer_state.json").read_text())
+    assert two["world_size"] == 2 and one["world_size"] == 1
+    np.testing.assert_allclose(two["losses"], one["losses"], rtol=1e-5)
+    logs = sorted(p.name for p in (tmp_path / "two" / "submitit").glob("*_log.out"))
+    assert len(logs) == 2  # one per task
+    assert main([*common, "--out", str(tmp_path / "x"), "--submit", "moon:2"]) == 2

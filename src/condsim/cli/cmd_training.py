@@ -11,6 +11,11 @@ from rich.table import Table
 
 from condsim.errors import CondsimError
 from condsim.progress import rich_progress
+from condsim.training.launch import argv_from_context
+
+SUBMIT_HELP = ("Launch as a distributed job through submitit instead of training here: "
+               "slurm:NODES (one task per GPU, --gpus-per-node/--partition/--slurm-hours) or "
+               "local:TASKS (processes on this machine); resumes from OUT/last when requeued.")
 
 console = Console(stderr=True)
 
@@ -111,6 +116,26 @@ def register(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typer) ->
 
 def register_train(app: typer.Typer) -> None:
     """``condsim train combiner|condvit``."""
+
+    def _launched(ctx: typer.Context, out: Path, submit: str | None, gpus_per_node: int,
+                  hours: int, partition: str | None) -> bool:
+        """With --submit, launch this same command as a submitit job and return True."""
+        if not submit:
+            return False
+        from condsim.training.launch import SubmitTarget
+        from condsim.training.launch import submit as submit_job
+
+        target = SubmitTarget.parse(submit)
+        job = submit_job(argv_from_context(ctx), out, target, gpus_per_node=gpus_per_node,
+                         hours=hours, partition=partition)
+        if target.cluster == "local":
+            console.print(f"submitit job {job.job_id} ({target.count} tasks) finished; "
+                          f"checkpoints in {out}")
+        else:
+            console.print(f"submitted SLURM job {job.job_id} ({target.count} node(s) x "
+                          f"{gpus_per_node} GPUs); logs in {out / 'submitit'}")
+        return True
+
     train_app = typer.Typer(help="Train the seeds' models (Combiner, CondViT).",
                             no_args_is_help=True)
     app.add_typer(train_app, name="train")
@@ -125,6 +150,7 @@ def register_train(app: typer.Typer) -> None:
 
     @train_app.command("combiner")
     def train_combiner_cmd(
+        ctx: typer.Context,
         triplets: Path = typer.Option(None, help="Mined triplets (condsim mine --combine)."),
         images: Path = typer.Option(None, help="Folder the triplets' image paths are in."),
         cirr_root: Path = typer.Option(
@@ -142,29 +168,24 @@ def register_train(app: typer.Typer) -> None:
                                 "selection: cirr:<CIRR root> or genecis:<root>."),
         slurm_nodes: int = typer.Option(0, help="Write OUT/train.sbatch for this many SLURM "
                                         "nodes instead of training here."),
+        submit: str = typer.Option(None, help=SUBMIT_HELP),
         gpus_per_node: int = typer.Option(8), slurm_hours: int = typer.Option(24),
         partition: str = typer.Option(None),
     ) -> None:
         """Train a Combiner on frozen CLIP features of mined triplets (GeneCIS recipe) or of
         CIRR's train split (--cirr-root); resumes from OUT/last when present. Works under
-        torchrun (DDP); --slurm-nodes writes a multi-node sbatch script."""
+        torchrun (DDP); --submit launches a distributed job through submitit (SLURM or this
+        machine); --slurm-nodes writes a multi-node sbatch script instead."""
         from condsim.registry import create_model
         from condsim.results.run_result import atomic_write_text
         from condsim.training.recipes import combiner_validator, slurm_script, train_combiner
 
+        if _launched(ctx, out, submit, gpus_per_node, slurm_hours, partition):
+            return
         if slurm_nodes:
-            source = ["--cirr-root", str(cirr_root)] if cirr_root else [
-                "--triplets", str(triplets), "--images", str(images)]
-            argv = ["train", "combiner", *source, "--out", str(out), "--backbone", backbone,
-                    "--epochs", str(epochs),
-                    "--batch-size", str(batch_size), "--lr", str(lr), "--logit-scale",
-                    str(logit_scale), "--projection-dim", str(projection_dim),
-                    "--hidden-dim", str(hidden_dim), "--dropout", str(dropout), "--seed",
-                    str(seed), "--schedule", schedule, "--grad-accum", str(grad_accum),
-                    "--ckpt-every", str(ckpt_every)] + (["--val", val] if val else [])
             path = atomic_write_text(out / "train.sbatch", slurm_script(
-                argv, nodes=slurm_nodes, gpus_per_node=gpus_per_node, hours=slurm_hours,
-                partition=partition, out_dir=out))
+                argv_from_context(ctx), nodes=slurm_nodes, gpus_per_node=gpus_per_node,
+                hours=slurm_hours, partition=partition, out_dir=out))
             console.print(f"wrote {path}; submit with: sbatch {path}")
             return
         validate = None
@@ -185,6 +206,7 @@ def register_train(app: typer.Typer) -> None:
 
     @train_app.command("condvit")
     def train_condvit_cmd(
+        ctx: typer.Context,
         train_root: Path = typer.Option(..., help="LRVS-F-layout training set folder."),
         out: Path = typer.Option(..., "--out", help="Checkpoint folder (best/, last/)."),
         init: str = typer.Option("test/tiny-clip", help="CLIP checkpoint to start from."),
@@ -201,6 +223,9 @@ def register_train(app: typer.Typer) -> None:
             "distractors (seeded folds) selects OUT/best."),
         val_dists: int = typer.Option(1000, help="Distractors of the validation score."),
         val_k: int = typer.Option(1, help="K of the validation recall."),
+        submit: str = typer.Option(None, help=SUBMIT_HELP),
+        gpus_per_node: int = typer.Option(8), slurm_hours: int = typer.Option(24),
+        partition: str = typer.Option(None),
     ) -> None:
         """Train a CondViT (LRVS-F recipe) conditioned on categories or captions; resumes
         from OUT/last. A text-conditioned checkpoint loads its text tower from --init, so
@@ -208,6 +233,8 @@ def register_train(app: typer.Typer) -> None:
         from condsim.registry import create_model
         from condsim.training.recipes import condvit_validator, train_condvit
 
+        if _launched(ctx, out, submit, gpus_per_node, slurm_hours, partition):
+            return
         validate = None
         if val_root is not None:
             clip = create_model(init)

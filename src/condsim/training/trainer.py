@@ -73,6 +73,8 @@ class TrainState:
     best_epoch: int = -1
     losses: list[float] = field(default_factory=list)
     val_scores: list[float] = field(default_factory=list)
+    #: processes of the run that wrote this state (torchrun / submitit tasks)
+    world_size: int = 1
 
 
 def maybe_init_distributed() -> bool:
@@ -243,6 +245,7 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
         st = self.state
+        st.world_size = self.world
         while st.epoch < cfg.epochs:
             order = epoch_permutation(cfg.seed, st.epoch, len(self.task))
             self.model.train()

@@ -1,0 +1,122 @@
+"""Launch ``condsim train ...`` as a distributed job through submitit (extra ``submitit``):
+on SLURM (``slurm:NODES``, one task per GPU) as GeneCIS' ``submitit_train_cc3m.sh`` does, or
+on this machine (``local:N``, N processes; gloo on CPU), which also tests the whole path.
+
+Each task sets the ``torch.distributed`` environment (``MASTER_ADDR`` = first host, ``RANK``,
+``WORLD_SIZE``, ``LOCAL_RANK``) from submitit's ``JobEnvironment`` and runs the same
+``condsim train`` command line; the trainer then initialises the process group exactly as
+under ``torchrun``. On preemption or timeout the job requeues itself and training resumes
+from ``OUT/last``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from condsim.errors import CondsimError
+
+#: options that choose how to launch, not what to train (dropped from the tasks' argv)
+LAUNCH_OPTIONS = ("submit", "slurm_nodes", "gpus_per_node", "slurm_hours", "partition")
+
+
+@dataclass(frozen=True)
+class SubmitTarget:
+    """Where to run: ``slurm`` with ``count`` nodes, or ``local`` with ``count`` tasks."""
+
+    cluster: str
+    count: int
+
+    @classmethod
+    def parse(cls, spec: str) -> SubmitTarget:
+        cluster, _, n = spec.partition(":")
+        if cluster not in ("slurm", "local") or not n.isdigit() or int(n) < 1:
+            raise CondsimError(f"--submit takes slurm:NODES or local:TASKS, got {spec!r}")
+        return cls(cluster, int(n))
+
+
+class SubmititTraining:
+    """What submitit runs in every task: the distributed environment, then ``condsim
+    <argv>``; ``checkpoint`` requeues the same command (the trainer resumes from OUT/last)."""
+
+    def __init__(self, argv: Sequence[str], port: int) -> None:
+        self.argv = list(argv)
+        self.port = port
+
+    def __call__(self) -> int:
+        import submitit
+
+        env = submitit.JobEnvironment()
+        os.environ.update(
+            MASTER_ADDR=env.hostnames[0] if env.num_nodes > 1 else "127.0.0.1",
+            MASTER_PORT=str(self.port), RANK=str(env.global_rank),
+            WORLD_SIZE=str(env.num_tasks), LOCAL_RANK=str(env.local_rank),
+            LOCAL_WORLD_SIZE=str(env.num_tasks // max(1, env.num_nodes)),
+        )
+        from condsim.cli.main import main
+
+        code = main(self.argv)
+        if code != 0:
+            raise CondsimError(f"rank {env.global_rank}: condsim {' '.join(self.argv)} exited "
+                               f"with {code}")
+        return code
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(SubmititTraining(self.argv, self.port))
+
+
+def argv_from_context(ctx: Any, drop: Sequence[str] = LAUNCH_OPTIONS) -> list[str]:
+    """The command line (``train <command> --opt value ...``) that reproduces the options of
+    a click/typer context ``ctx``, without the launch options. (Typer ships its own copy of
+    click, so options are recognised by their attributes, not their class.)"""
+    argv = [ctx.parent.info_name or "train", ctx.info_name or ""] if ctx.parent else []
+    for param in ctx.command.params:
+        if getattr(param, "param_type_name", "") != "option" or param.name in drop:
+            continue
+        value = ctx.params.get(param.name or "")
+        if value is None:
+            continue
+        if param.is_flag:
+            on, off = param.opts[0], (param.secondary_opts or [None])[0]
+            flag = on if value else off
+            if flag:
+                argv.append(flag)
+            continue
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            argv += [param.opts[0], str(v)]
+    return argv
+
+
+def submit(argv: Sequence[str], out_dir: str | Path, target: SubmitTarget, *,
+           gpus_per_node: int = 8, hours: int = 24, partition: str | None = None,
+           wait: bool | None = None) -> Any:
+    """Submit ``condsim <argv>`` as one distributed job; returns the submitit job. ``local``
+    jobs are waited for (``wait=None``) and their failures raised."""
+    try:
+        import submitit
+    except ImportError as exc:
+        raise CondsimError("--submit needs submitit: pip install 'condsim[submitit]'") from exc
+    folder = Path(out_dir) / "submitit"
+    executor = submitit.AutoExecutor(folder=str(folder), cluster=target.cluster)
+    if target.cluster == "slurm":
+        executor.update_parameters(
+            name="condsim-train", nodes=target.count, tasks_per_node=gpus_per_node,
+            gpus_per_node=gpus_per_node, cpus_per_task=8, timeout_min=60 * hours,
+            slurm_partition=partition, slurm_signal_delay_s=120)
+    else:
+        executor.update_parameters(name="condsim-train", tasks_per_node=target.count,
+                                   timeout_min=60 * hours)
+    port = 20000 + int.from_bytes(os.urandom(2), "little") % 20000
+    job = executor.submit(SubmititTraining(list(argv), port))
+    if wait if wait is not None else target.cluster == "local":
+        try:
+            job.results()
+        except Exception as exc:  # noqa: BLE001 (submitit wraps the task's failure)
+            raise CondsimError(f"submitit job {job.job_id} failed; logs in {folder}: "
+                               f"{str(exc)[-2000:]}") from exc
+    return job
