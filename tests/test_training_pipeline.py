@@ -176,3 +176,32 @@ def test_submitit_local_job_trains_with_two_processes_like_one(tmp_path):
     logs = sorted(p.name for p in (tmp_path / "two" / "submitit").glob("*_log.out"))
     assert len(logs) == 2  # one per task
     assert main([*common, "--out", str(tmp_path / "x"), "--submit", "moon:2"]) == 2
+
+
+def test_ranks_split_the_frozen_feature_extraction(tmp_path, monkeypatch):
+    """Under DDP (submitit local:2) each rank encodes its share of the triplet images: the
+    cache ends with every image exactly once, written by both ranks; training equals one
+    process."""
+    pytest.importorskip("submitit")
+    from condsim.cache.store import EmbeddingCache
+    from condsim.data.cirr import read_cirr
+    from condsim.paths import default_cache_dir
+    from condsim.registry import create_model
+    from condsim.synthetic.cirr import write_cirr
+
+    monkeypatch.setenv("CONDSIM_HOME", str(tmp_path / "home"))
+    root = write_cirr(tmp_path / "cirr", n_queries=10, n_train=120, seed=0)
+    common = ["train", "combiner", "--cirr-root", str(root), "--epochs", "2",
+              "--batch-size", "40", "--lr", "1e-3", "--projection-dim", "32",
+              "--hidden-dim", "64", "--dropout", "0"]
+    assert main([*common, "--out", str(tmp_path / "two"), "--submit", "local:2"]) == 0
+    queries, _ = read_cirr(root, "train")
+    unique = {n for q in queries for n in (q.reference, q.target)}
+    cache = EmbeddingCache(default_cache_dir(), create_model("test/tiny-clip").meta)
+    assert len(cache) == len(unique)  # no image encoded twice
+    assert len(list(cache.dir.glob("shard-*.keys.npy"))) >= 2  # both ranks wrote
+    assert main([*common, "--out", str(tmp_path / "one")]) == 0
+    two = json.loads((tmp_path / "two" / "last" / "trainer_state.json").read_text())
+    one = json.loads((tmp_path / "one" / "last" / "trainer_state.json").read_text())
+    assert two["world_size"] == 2
+    np.testing.assert_allclose(two["losses"], one["losses"], rtol=1e-5)

@@ -71,9 +71,11 @@ def resolve_checkpoint(name_or_path: str) -> Path:
     path = Path(name_or_path).expanduser()
     if path.exists():
         if not path.is_dir() or not (path / "config.json").is_file():
+            held = sorted(p.name for p in path.iterdir())[:8] if path.is_dir() else []
             raise ModelError(
-                f"{path}: not a transformers checkpoint directory (no config.json); "
-                "save one with `model.save_pretrained(dir)`"
+                f"{path}: not a transformers checkpoint directory (no config.json"
+                + (f"; it holds {held}" if path.is_dir() else "")
+                + "); save one with `model.save_pretrained(dir)`"
             )
         return path
     try:

@@ -73,23 +73,45 @@ def build_tiny_clip(out_dir: str | Path, *, seed: int = TINY_SEED, image_size: i
         tokenizer=tokenizer,
     )
     tmp_out = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    model.save_pretrained(tmp_out)
+    # not model.save_pretrained: under torch.distributed, transformers 5 writes weights on
+    # rank 0 only, and a rank > 0 building this first would leave a checkpoint without them
+    from safetensors.torch import save_file
+
+    model.config.save_pretrained(tmp_out)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()},
+              str(tmp_out / "model.safetensors"), metadata={"format": "pt"})
     processor.save_pretrained(tmp_out)
     os.replace(tmp_out, out)
     return out
 
 
 def tiny_clip_dir() -> Path:
-    """The local directory of ``test/tiny-clip``, built on first use."""
+    """The local directory of ``test/tiny-clip``, built on first use. Concurrent first uses
+    (torchrun ranks, submitit tasks, parallel test workers) build it once: the builder holds
+    an exclusive lock on ``<dir>.lock`` and the others wait for the finished directory."""
     path = condsim_home() / "models" / f"tiny-clip-{TINY_VERSION}"
-    if not (path / "config.json").is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
+    if _complete(path):
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f"{path.name}.lock", "w") as lock:
         try:
+            import fcntl
+
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        except ImportError:  # no fcntl (Windows): the rename below still never half-writes
+            pass
+        if not _complete(path):
+            if path.exists():  # a half-built directory from an interrupted build
+                import shutil
+
+                shutil.rmtree(path)
             build_tiny_clip(path)
-        except OSError:
-            if not (path / "config.json").is_file():  # lost a race with another process
-                raise
     return path
+
+
+def _complete(path: Path) -> bool:
+    return all((path / f).is_file() for f in ("config.json", "model.safetensors",
+                                              "tokenizer_config.json"))
 
 
 @register_model("test/tiny-clip", description="seeded random-init tiny CLIP (offline)",

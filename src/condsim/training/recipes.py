@@ -84,13 +84,8 @@ def _combiner_task(
     if missing:
         raise DataError(f"{len(missing)} triplet image(s) not found {where}, e.g. "
                         f"{missing[:3]}: training data and images do not match")
-    cache = EmbeddingCache(cache_dir or default_cache_dir(), backbone.meta)
-    feats, errors, _ = encode_unique(backbone, cache, [ImageRef(str(p)) for p in paths],
-                                     FileDigests(), num_workers=num_workers,
-                                     what="triplet images")
-    if errors:
-        raise DataError(f"{len(errors)} triplet images cannot be decoded; first: "
-                        f"{next(iter(errors.values()))}")
+    feats = _frozen_image_features(backbone, cache_dir or default_cache_dir(),
+                                   [ImageRef(str(p)) for p in paths], num_workers)
     cond_names = list(dict.fromkeys(conds))
     with torch.inference_mode():
         text = torch.cat([backbone.encode_texts(cond_names[i:i + 256]).float().cpu()
@@ -101,6 +96,38 @@ def _combiner_task(
                      for r, c, t in zip(refs, conds, tgts, strict=True)], dtype=np.int64)
     info = {"triplets": len(trip), "images": len(paths), "conditions": len(cond_names)}
     return FeatureTripletTask(feats, text, trip), info
+
+
+def _frozen_image_features(backbone: Any, cache_dir: str | Path, refs: list[ImageRef],
+                           num_workers: int) -> np.ndarray:
+    """Backbone features of ``refs`` through the embedding cache. Under ``torch.distributed``
+    each rank encodes its own contiguous share first (the cache takes concurrent writers),
+    so the ranks split the work instead of each encoding every image; then every rank reads
+    all rows back. An undecodable image stops every rank with the same error."""
+    import torch.distributed as dist
+
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and \
+        dist.is_initialized() else (0, 1)
+    digests = FileDigests()
+    if world > 1:
+        n = len(refs)
+        share = refs[rank * n // world:(rank + 1) * n // world]
+        _, errors, _ = encode_unique(backbone, EmbeddingCache(cache_dir, backbone.meta), share,
+                                     digests, num_workers=num_workers,
+                                     what=f"triplet images (rank {rank})")
+        device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+        bad = torch.tensor([len(errors)], device=device)
+        dist.all_reduce(bad)
+        if int(bad.item()):
+            raise DataError(f"{int(bad.item())} triplet images cannot be decoded"
+                            + (f"; first on rank {rank}: {next(iter(errors.values()))}"
+                               if errors else ""))
+    feats, errors, _ = encode_unique(backbone, EmbeddingCache(cache_dir, backbone.meta), refs,
+                                     digests, num_workers=num_workers, what="triplet images")
+    if errors:
+        raise DataError(f"{len(errors)} triplet images cannot be decoded; first: "
+                        f"{next(iter(errors.values()))}")
+    return feats
 
 
 def train_combiner(
