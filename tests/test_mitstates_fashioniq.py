@@ -69,3 +69,31 @@ def test_fashioniq_join_rules_and_cli(tmp_path):
     cap.write_text(json.dumps(data))
     with pytest.raises(DataError, match="entry 3: 'BNOPE'"):
         evaluate_fashioniq(ConstantEncoder(), FashionIQConfig(root=str(root)))
+
+
+def test_mitstates_records_failures_with_the_best_relevant_image_as_target(tmp_path, tiny_clip):
+    """A query fails when an image of another state scores at least as high as every
+    image of the asked state; the case shows its best relevant image as the target and only
+    wrong images above it."""
+    from pathlib import Path
+
+    from condsim.results.failures import is_case
+
+    root = write_mitstates(tmp_path / "mit", per_class=3, seed=0)
+    res = evaluate_mitstates(tiny_clip, MitStatesConfig(root=str(root), n_bootstrap=20,
+                                                        cache_dir=str(tmp_path / "c"),
+                                                        query_block=7))
+    cases = res.extra["failures"]
+    n_failed = sum(r < 1 for r in res.metrics["per_query"]["recall_at_1"])
+    assert 0 < len(cases) <= min(12, n_failed)
+    per_query = dict(zip(res.metrics["query_ids"], res.metrics["per_query"]["recall_at_1"],
+                         strict=True))
+    for case in cases:
+        assert is_case(case) and per_query[case["query_id"]] < 1
+        ref_folder, asked = case["query_id"].split("/")[0], case["query_id"].split("->")[1]
+        noun = ref_folder.split(" ", 1)[1]
+        label = f"{asked} {noun}"
+        assert case["query"]["condition"] == asked
+        assert Path(case["target"]["path"]).parent.name == label
+        assert all(Path(t["image"]["path"]).parent.name != label for t in case["top"])
+        assert case["top"][0]["score"] >= case["target_score"]

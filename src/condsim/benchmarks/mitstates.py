@@ -98,7 +98,9 @@ def evaluate_mitstates(model: Any, cfg: MitStatesConfig, out_dir: str | Path | N
     if g_err or q_err:
         raise DataError(f"MIT-States: {len(g_err) + len(q_err)} images cannot be decoded")
     labels = np.array([f"{adj} {noun}" for adj, noun, _ in items])
+    query_ids = [f"{items[i][2].parent.name}/{items[i][2].name}->{a}" for i, a in queries]
     rec = np.zeros((len(queries), len(KS)))
+    cases: list[dict[str, Any]] = []
     for s in range(0, len(queries), cfg.query_block):
         block = queries[s:s + cfg.query_block]
         scores = (q[s:s + len(block)] @ g.T).astype(np.float64)
@@ -106,21 +108,53 @@ def evaluate_mitstates(model: Any, cfg: MitStatesConfig, out_dir: str | Path | N
         scores[np.arange(len(block)), ref] = -np.inf
         relevant = labels[None, :] == np.array([f"{a} {items[i][1]}" for i, a in block])[:, None]
         rec[s:s + len(block)] = expected_any_hit_at_k(scores, relevant, KS)
+        cases += _block_failures(scores, relevant, block, s, refs, texts, query_ids)
     metrics = {"recall": summarize_recalls(rec, KS, seed=cfg.seed, n_resamples=cfg.n_bootstrap),
                "n_queries": len(queries), "gallery_size": len(items),
                "per_query": {"recall_at_1": rec[:, 0].tolist()},
-               "query_ids": [f"{items[i][2].parent.name}/{items[i][2].name}->{a}"
-                             for i, a in queries]}
+               "query_ids": query_ids}
+    keep = np.unique(np.linspace(0, len(cases) - 1, min(len(cases), FAILURE_LIMIT))
+                     .round().astype(int)) if cases else []
+    failures = [cases[i] for i in keep]
     res = RunResult(
         benchmark="mitstates", model=model.meta.to_dict(),
         protocol={**META.to_dict(), "ks": list(KS), "complete_text": cfg.complete_text,
                   "reference_removed": True, "tie_rule": "expected any-hit",
                   "bootstrap": {"n_resamples": cfg.n_bootstrap, "seed": cfg.seed}},
         seed=cfg.seed, headline={"name": "recall_at_1", **metrics["recall"]["1"]},
-        metrics=metrics, extra={"config": asdict(cfg)},
+        metrics=metrics, extra={"config": asdict(cfg), "failures": failures},
     )
     save_run(res, out_dir)
     return res
+
+
+FAILURE_LIMIT = 12
+
+
+def _block_failures(scores: np.ndarray, relevant: np.ndarray, block: list[tuple[int, str]],
+                    start: int, refs: list[ImageRef], texts: list[str],
+                    query_ids: list[str]) -> list[dict[str, Any]]:
+    """Failure cases of one query block: a query fails when some image of another state
+    scores at least as high as its best-scoring relevant image (any-hit R@1 below 1). The
+    case's target is that best relevant image; the other relevant images are left out of
+    the ranking shown (they are not wrong answers)."""
+    from condsim.results.failures import collect_failures, file_ref
+
+    has = relevant.any(axis=1)
+    if not has.any():
+        return []
+    best = np.where(relevant, scores, -np.inf).argmax(axis=1)
+    shown = scores.copy()
+    others = relevant.copy()
+    others[np.arange(len(block)), best] = False
+    shown[others] = -np.inf
+    rows = np.flatnonzero(has)
+    return collect_failures(
+        shown[rows], best[rows],
+        query_image=lambda i: file_ref(refs[block[rows[i]][0]].path),
+        condition=lambda i: texts[start + rows[i]],
+        candidate_image=lambda i, j: file_ref(refs[j].path),
+        query_ids=[query_ids[start + r] for r in rows], limit=FAILURE_LIMIT)
 
 
 MitStatesBenchmark = register_function_benchmark("mitstates", META, evaluate_mitstates)
