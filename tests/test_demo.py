@@ -14,12 +14,16 @@ def test_demo_tiny_conditional_model_beats_baselines(tmp_path):
     assert main(["demo", "--out", str(out), "--size", "tiny", "--workers", "0"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["conditional_beats_baselines"] == {"condvit (trained)": True,
-                                                      "condvit-text (trained)": True}
+                                                      "condvit-text (trained)": True,
+                                                      "combiner (trained on CIRR)": True}
     assert set(summary["models"]) == {*BASELINES, "condvit (trained)"}
     assert set(summary["models_captions"]) == {*BASELINES, "condvit-text (trained)"}
     runs = sorted(p.name for p in (out / "runs").iterdir())
-    # LRVS-F with categories and with captions: 3 baselines + a CondViT each; GeneCIS: 3
-    assert len(runs) == 4 + 4 + 3
+    # LRVS-F with categories and with captions: 3 baselines + a CondViT each; CIRR and
+    # GeneCIS: 3 baselines + the Combiner trained on CIRR
+    assert len(runs) == 4 + 4 + 4 + 4
+    assert load_result(out / "runs" / "genecis__combiner (trained on CIRR)").model[
+        "name"] == "combiner:demo-cirr"
     assert load_result(out / "runs" / "lrvsf-text__condvit-text (trained)").protocol[
         "conditioning"] == "text"
     for run in runs:
