@@ -807,8 +807,9 @@ def build_report(
         variants_of[bench] = variants_of.get(bench, 0) + 1
     for (bench, variant), group in groups.items():
         view = view_for(group[0])
-        title = view.title if bench in VIEWS else f"{bench}" + (
-            f" ({view.title})" if view.title else "")
+        described = group[0].result.protocol.get("description")
+        title = view.title if bench in VIEWS else (
+            str(described) if described else bench) + (f" ({view.title})" if view.title else "")
         suffix = ""
         if variants_of[bench] > 1:  # several variants: name them (titles, anchors, PNGs)
             title += f" · {VARIANT_KEYS[bench].replace('_', ' ')}: {variant}"
