@@ -49,10 +49,18 @@ def server():
     files = {f"/img/{i}.jpg": _jpeg(i) for i in range(len(SIZES))}
     files["/alpha.png"] = _png_with_alpha()
     files["/junk.jpg"] = b"<html>not an image</html>"
+    files["/caf%C3%A9.jpg"] = _jpeg(1)  # requested as /café.jpg: percent-encoded on the way
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802 (http.server's name)
             hits[self.path] += 1
+            if self.path == "/truncated.jpg":  # promises more bytes than it sends
+                self.send_response(200)
+                self.send_header("Content-Length", "100000")
+                self.end_headers()
+                self.wfile.write(_jpeg(0)[:50])
+                self.close_connection = True
+                return
             body = files.get(self.path)
             if body is None:
                 self.send_error(404)
@@ -186,3 +194,13 @@ def test_bad_url_lists(tmp_path):
     (tmp_path / "broken.parquet").write_bytes(b"nope")
     with pytest.raises(DataError, match="not a readable parquet"):
         read_urls(tmp_path / "broken.parquet")
+
+
+def test_truncated_responses_and_non_ascii_urls(server, tmp_path):
+    base, _ = server
+    stats = download_distractors([f"{base}/truncated.jpg", f"{base}/café.jpg"], tmp_path,
+                                 DownloadConfig(shard_size=10, threads=2, retries=0))
+    assert stats["success"] == 1 and stats["failed"] == {"failed_to_download": 1}
+    rows = pq.read_table(tmp_path / "distractors" / "part-00000.parquet").to_pylist()
+    assert rows[0]["jpg"] is None and rows[1]["jpg"] is not None
+    assert rows[1]["url"] == f"{base}/café.jpg"  # the URL as listed, not as encoded

@@ -23,6 +23,7 @@ quality 95. Pixels therefore differ slightly from img2dataset's, as any re-downl
 
 from __future__ import annotations
 
+import http.client
 import io
 import json
 import logging
@@ -30,6 +31,7 @@ import os
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -124,11 +126,16 @@ def resize_keep_ratio(img: Image.Image, size: int) -> Image.Image:
 
 
 def _fetch(url: str, cfg: DownloadConfig) -> bytes:
+    # non-ASCII characters (common in shop URLs) percent-encoded; existing escapes kept
+    url = urllib.parse.quote(url, safe=":/?#[]@!$&'()*+,;=%~")
     req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
     with urllib.request.urlopen(req, timeout=cfg.timeout) as resp:  # noqa: S310 (user's URLs)
         data = resp.read(cfg.max_bytes + 1)
+        expected = resp.headers.get("Content-Length")
     if len(data) > cfg.max_bytes:
         raise ValueError(f"larger than {cfg.max_bytes} bytes")
+    if expected and expected.isdigit() and len(data) < int(expected):
+        raise ValueError(f"connection closed after {len(data)} of {expected} bytes")
     return data
 
 
@@ -142,7 +149,7 @@ def fetch_one(url: str, cfg: DownloadConfig) -> dict[str, Any]:
         try:
             data = _fetch(url, cfg)
             break
-        except (urllib.error.URLError, OSError, ValueError) as exc:
+        except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
             if attempt == cfg.retries:
                 row.update(status="failed_to_download", error_message=str(exc)[:300])
                 return row
