@@ -171,7 +171,16 @@ def test_preprocess_cfg_maps_to_torchvision_arithmetic():
     want = np.asarray(resized.crop((0, 58, 224, 282)))
     assert np.array_equal(pre.to_uint8(img), want)
     assert not np.array_equal(pre.to_uint8(img), np.asarray(resized.crop((0, 57, 224, 281))))
-    for bad in ({"resize_mode": "longest"}, {"interpolation": "random"},
+    # longest: 300 x 455 fits 224 as 148 x 224 (ratio 455 / 224), padded with the fill
+    # colour to 224 x 224 at left (224 - 148) // 2 = 38
+    fit = preprocessor_from_open_clip({"size": 224, "interpolation": "bicubic",
+                                       "resize_mode": "longest", "fill_color": 200})
+    px = fit.to_uint8(img)
+    inner = np.asarray(img.resize((148, 224), Image.Resampling.BICUBIC))
+    assert px.shape == (224, 224, 3) and (px[:, :38] == 200).all() and (px[:, 186:] == 200).all()
+    assert np.array_equal(px[:, 38:186], inner)
+    assert fit.id != preprocessor_from_open_clip({"size": 224, "resize_mode": "longest"}).id
+    for bad in ({"resize_mode": "widest"}, {"interpolation": "random"},
                 {"size": (224, 256), "resize_mode": "shortest"}):
         with pytest.raises(ModelError, match="not supported"):
             preprocessor_from_open_clip(bad)
@@ -188,11 +197,11 @@ def test_preprocessing_equals_open_clips_own_transform(open_clip):
 
     rng = np.random.default_rng(0)
     for size, interpolation, mode in ((224, "bicubic", "shortest"), (64, "bilinear", "shortest"),
-                                      (96, "bicubic", "squash")):
+                                      (96, "bicubic", "squash"), (80, "bicubic", "longest")):
         theirs = image_transform(size, is_train=False, interpolation=interpolation,
-                                 resize_mode=mode)
+                                 resize_mode=mode, fill_color=90)
         ours = preprocessor_from_open_clip({"size": size, "interpolation": interpolation,
-                                            "resize_mode": mode})
+                                            "resize_mode": mode, "fill_color": 90})
         for _ in range(12):
             h, w = (int(x) for x in rng.integers(40, 700, size=2))
             img = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))

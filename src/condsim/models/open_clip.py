@@ -40,6 +40,7 @@ def preprocessor_from_open_clip(cfg: dict[str, Any]) -> ImagePreprocessor:
         raise ModelError(f"open_clip interpolation {interpolation!r} is not supported "
                          f"(known: {', '.join(_RESAMPLE)})")
     mode = cfg.get("resize_mode", "shortest")
+    fit = ""
     if mode == "shortest":
         if h != w:
             raise ModelError(f"open_clip resize_mode 'shortest' with a non-square size {size} "
@@ -47,13 +48,17 @@ def preprocessor_from_open_clip(cfg: dict[str, Any]) -> ImagePreprocessor:
         resize = h
     elif mode == "squash":
         resize = 0
+    elif mode == "longest":
+        resize, fit = 0, "longest"
     else:
-        raise ModelError(f"open_clip resize_mode {mode!r} is not supported (shortest, squash)")
+        raise ModelError(f"open_clip resize_mode {mode!r} is not supported "
+                         "(shortest, longest, squash)")
     return ImagePreprocessor(
         resize=resize, crop_h=h, crop_w=w,
         mean=tuple(float(x) for x in cfg.get("mean", OPENAI_CLIP_MEAN)),  # type: ignore[arg-type]
         std=tuple(float(x) for x in cfg.get("std", OPENAI_CLIP_STD)),  # type: ignore[arg-type]
-        resample=int(_RESAMPLE[interpolation]), crop_anchor="round",
+        resample=int(_RESAMPLE[interpolation]), crop_anchor="round", fit=fit,
+        fill=int(cfg.get("fill_color", 0) or 0),
     )
 
 

@@ -40,12 +40,18 @@ class ImagePreprocessor:
     #: where the centre crop starts: ``floor`` = ``(size - crop) // 2`` (transformers) or
     #: ``round`` = ``int(round((size - crop) / 2))``, half to even (torchvision, open_clip)
     crop_anchor: str = "floor"
+    #: ``longest``: fit the whole image inside ``crop_h x crop_w`` keeping its aspect ratio
+    #: (size ``round(side / max(h / crop_h, w / crop_w))``), then pad it centred to the crop
+    #: size with grey level ``fill`` (open_clip's ``resize_mode="longest"``); ``resize`` unused
+    fit: str = ""
+    fill: int = 0
 
     @property
     def id(self) -> str:
         fields = asdict(self)
         fields["long_side"] = "trunc"  # v2: the long side truncated, as transformers does
-        for name, default in (("pad_square", -1), ("crop_anchor", "floor")):
+        for name, default in (("pad_square", -1), ("crop_anchor", "floor"), ("fit", ""),
+                              ("fill", 0)):
             if fields[name] == default:  # ids of the plain preprocessing stay as they were
                 del fields[name]
         blob = json.dumps(fields, sort_keys=True).encode()
@@ -60,6 +66,8 @@ class ImagePreprocessor:
             canvas = Image.new("RGB", (side, side), (self.pad_square,) * 3)
             canvas.paste(img, ((side - w) // 2, (side - h) // 2))
             img = canvas
+        if self.fit == "longest":
+            return self._fit_longest(img)
         if self.resize <= 0:
             return img.resize((self.crop_w, self.crop_h), self.resample)
         w, h = img.size
@@ -80,6 +88,19 @@ class ImagePreprocessor:
             canvas.paste(img, (max(0, -left), max(0, -top)))
             img, left, top = canvas, max(0, left), max(0, top)
         return img.crop((left, top, left + self.crop_w, top + self.crop_h))
+
+    def _fit_longest(self, img: Image.Image) -> Image.Image:
+        """open_clip's ``ResizeKeepRatio(longest=1)`` then ``CenterCropOrPad(fill)``."""
+        w, h = img.size
+        ratio = max(h / self.crop_h, w / self.crop_w)
+        nh, nw = round(h / ratio), round(w / ratio)
+        if (nw, nh) != (w, h):
+            img = img.resize((nw, nh), self.resample)
+        if (nw, nh) == (self.crop_w, self.crop_h):
+            return img
+        canvas = Image.new("RGB", (self.crop_w, self.crop_h), (self.fill,) * 3)
+        canvas.paste(img, ((self.crop_w - nw) // 2, (self.crop_h - nh) // 2))
+        return canvas
 
     def to_uint8(self, image: Any) -> np.ndarray:
         """The resized/cropped image as ``(H, W, 3)`` uint8 (what decode workers hand over:
