@@ -108,3 +108,16 @@ def test_bad_suite_files_fail_before_anything_runs(data, tmp_path):
     assert main(["eval", "suite", "--suite", str(tmp_path / "s.yaml"), "--out", str(out),
                  "--model", "test/tiny-clip"]) == 2
     assert not out.exists()  # the valid first run did not start either
+
+
+def test_evaluate_runs_one_benchmark_from_keyword_config(data, tmp_path):
+    import condsim
+
+    res = condsim.evaluate("test/tiny-clip", "lrvsf", tmp_path / "run",
+                           data_root=str(data / "lrvsf"), n_dists=[10], folds="seeded",
+                           cache_dir=str(tmp_path / "c"), num_workers=0)
+    assert res.protocol["n_dists"] == [10] and (tmp_path / "run" / "results.json").is_file()
+    with pytest.raises(DataError, match="Did you mean 'cirr'"):
+        condsim.evaluate("test/tiny-clip", "cir", root="x")
+    with pytest.raises(DataError, match=r"unknown field\(s\) \['dataroot'\]"):
+        condsim.evaluate("test/tiny-clip", "lrvsf", dataroot="x")

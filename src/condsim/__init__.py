@@ -2,6 +2,7 @@
 
 from condsim.errors import CondsimError, DataError
 from condsim.registry import create_model, list_models, register_model
+from condsim.suite import evaluate
 
 __version__ = "0.1.0"
 
@@ -10,6 +11,7 @@ __all__ = [
     "DataError",
     "__version__",
     "create_model",
+    "evaluate",
     "list_models",
     "register_model",
 ]

@@ -91,6 +91,30 @@ def _coerce(cls: type, fields: dict[str, Any], where: str) -> Any:
         raise DataError(f"{where}: {exc}") from exc
 
 
+def evaluate(model: Any, benchmark: str, out_dir: str | Path | None = None, *,
+             progress: ProgressFactory = no_progress, **config: Any) -> Any:
+    """Run one benchmark: ``condsim.evaluate("hf:/models/clip", "cirr", root="/data/cirr")``.
+
+    ``model`` is a model name or an encoder object; ``config`` holds the fields of the
+    benchmark's config (as in a suite file; lists become tuples). Returns the
+    :class:`~condsim.results.run_result.RunResult` and, with ``out_dir``, writes its
+    ``results.json``."""
+    benchmarks = _benchmarks()
+    if benchmark not in benchmarks:
+        from condsim.registry import did_you_mean
+
+        hint = did_you_mean(benchmark, list(benchmarks))
+        raise DataError(f"unknown benchmark {benchmark!r}.{hint} "
+                        f"Known: {', '.join(sorted(benchmarks))}")
+    cls, run = benchmarks[benchmark]
+    cfg = _coerce(cls, config, f"condsim.evaluate({benchmark!r})")
+    if isinstance(model, str):
+        from condsim.registry import create_model
+
+        model = create_model(model)
+    return run(model, cfg, out_dir, progress=progress)
+
+
 def read_suite(path: str | Path) -> list[SuiteRun]:
     """Parse and check a suite file (see the module docstring)."""
     import yaml
