@@ -208,6 +208,8 @@ def paired_comparison(a: Any, b: Any, *, seed: int = 0, n_resamples: int = 2000,
     """
     if a.benchmark != b.benchmark:
         raise DataError(f"cannot compare a {a.benchmark} run with a {b.benchmark} run")
+    if a.benchmark == "lrvsf":
+        return paired_fold_comparison(a, b, threshold=threshold)
     label, ga = per_query_groups(a)
     _, gb = per_query_groups(b)
     common = [g for g in ga if g in gb]
@@ -234,6 +236,57 @@ def paired_comparison(a: Any, b: Any, *, seed: int = 0, n_resamples: int = 2000,
             "model_a": a.model.get("name"), "model_b": b.model.get("name"),
             "metric": label, "threshold": threshold, "groups": rows, "average": average,
             "protocol_differences": differing}
+
+
+#: LRVS-F protocol fields that must agree for two runs' folds to be paired
+_LRVSF_PAIRING = ("folds", "seed", "conditioning", "n_distractors_available", "n_products")
+
+
+def paired_fold_comparison(a: Any, b: Any, *, threshold: float = 0.002) -> dict[str, Any]:
+    """``B - A`` for two LRVS-F runs, per distractor count at every K both hold.
+
+    The runs must share folds, seed and distractor pool, so fold ``f`` of both runs scores
+    the same queries against the same drawn gallery: ``d_f = b_f - a_f``. The folds are
+    bootstrap replicates of the test set, so the spread of ``d_f`` estimates the sampling
+    error of ``mean(d)``: 95% interval ``mean(d) ± 1.96 sd(d)`` (``ddof = 1``), two-sided
+    p-value ``2 (1 - Phi(|mean(d)| / sd(d)))`` (normal approximation; ``sd = 0`` gives 0 or
+    1). ``significant``: the interval excludes 0; ``exceeds_threshold``: ``|mean(d)| >
+    threshold``."""
+    from math import erf, sqrt
+
+    differing = [k for k in _LRVSF_PAIRING if a.protocol.get(k) != b.protocol.get(k)]
+    if differing or a.seed != b.seed:
+        values = [(k, a.protocol.get(k), b.protocol.get(k)) for k in differing]
+        raise DataError(
+            "LRVS-F runs can only be paired when folds, seed and distractors agree; these "
+            f"differ in {differing or ['seed']}: {values or [(a.seed, b.seed)]}")
+    for run in (a, b):
+        if not isinstance(run.metrics.get("recall"), dict):
+            raise DataError(f"LRVS-F results of {run.model.get('name')} hold no per-fold "
+                            "recall to pair")
+    rows = []
+    for n, per_k in a.metrics["recall"].items():
+        for k, cell_a in per_k.items():
+            cell_b = b.metrics["recall"].get(n, {}).get(k)
+            if cell_b is None:
+                continue
+            d = np.asarray(cell_b["folds"], np.float64) - np.asarray(cell_a["folds"], np.float64)
+            mean = float(d.mean())
+            sd = float(d.std(ddof=1)) if d.size > 1 else 0.0
+            z = abs(mean) / sd if sd > 0 else (np.inf if mean else 0.0)
+            p = 1.0 - erf(z / sqrt(2.0)) if np.isfinite(z) else 0.0
+            rows.append({"group": f"R@{k} +{int(n):,}", "n": int(d.size),
+                         "a": float(np.mean(cell_a["folds"])),
+                         "b": float(np.mean(cell_b["folds"])), "diff": mean,
+                         "ci_low": mean - 1.96 * sd, "ci_high": mean + 1.96 * sd,
+                         "p_value": float(p), "significant": bool(abs(mean) > 1.96 * sd),
+                         "exceeds_threshold": bool(abs(mean) > threshold)})
+    if not rows:
+        raise DataError("the two LRVS-F runs share no distractor count and K")
+    return {"schema": "condsim.compare/1", "benchmark": "lrvsf",
+            "model_a": a.model.get("name"), "model_b": b.model.get("name"),
+            "metric": "recall (paired folds)", "threshold": threshold, "groups": rows,
+            "average": None, "protocol_differences": {}}
 
 
 # --- results files --------------------------------------------------------------------------

@@ -28,15 +28,19 @@ def register(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typer) ->
         out: Path = typer.Option(None, "--out", help="Also write the comparison as JSON."),
     ) -> None:
         """Paired bootstrap of B - A per GeneCIS task (R@1) and their average, per FashionIQ
-        category (R@10), or over CIRR / MIT-States (R@1) and CIRCO (mAP@10) queries: difference,
-        95% CI, p-value, whether the CI excludes 0 and whether |diff| exceeds the threshold."""
+        category (R@10), or over CIRR / MIT-States (R@1) and CIRCO (mAP@10) queries; for two
+        LRVS-F runs with the same folds, seed and distractors, paired per-fold differences per
+        distractor count and K. Gives the difference, 95% interval, p-value, whether the
+        interval excludes 0 and whether |diff| exceeds the threshold."""
         from condsim.benchmarks.retrieval import paired_comparison
         from condsim.results.run_result import atomic_write_text, load_result
 
         a, b = load_result(run_a), load_result(run_b)
         cmp = paired_comparison(a, b, seed=seed, n_resamples=bootstrap, threshold=threshold)
+        method = "paired folds" if cmp["benchmark"] == "lrvsf" else \
+            f"paired bootstrap, seed {seed}"
         table = Table(title=f"{cmp['benchmark']}: {cmp['model_b']} - {cmp['model_a']} "
-                            f"({cmp['metric']}, paired bootstrap, seed {seed})")
+                            f"({cmp['metric']}, {method})")
         pct = f"{threshold * 100:.1f}%"
         table.add_column("group", no_wrap=True)
         for col in ("n", "A", "B", "diff", "95% CI", "p", "CI excl. 0", f"> {pct}"):
