@@ -221,3 +221,28 @@ def test_results_json_is_strict_json(lrvsf_root, tmp_path, tiny_clip):
     evaluate_lrvsf(tiny_clip, _cfg(lrvsf_root, tmp_path / "c2"), tmp_path / "o")
     data = json.loads((tmp_path / "o" / "results.json").read_text())
     assert data["schema"] == "condsim.run/1" and data["model"]["name"] == "test/tiny-clip"
+
+
+def test_same_category_recall_from_a_distractor_category_column(tmp_path, tiny_clip):
+    """--dist-category-col: galleries restricted to the query's category can only make the
+    target easier to find, fold by fold; a missing column is named."""
+    from condsim.data.lrvsf import CATEGORIES
+
+    root = tmp_path / "lr"
+    write_lrvsf(root, n_products=16, n_distractors=80, files=2, seed=3)
+    for i, f in enumerate(sorted((root / "distractors").glob("*.parquet"))):
+        table = pq.read_table(f)
+        cats = [CATEGORIES[(i * 7 + j) % 3] for j in range(table.num_rows)]
+        pq.write_table(table.append_column("CATEGORY", pa.array(cats)), f)
+    cfg = LRVSFConfig(data_root=str(root), n_dists=(20, 80), folds="seeded", num_workers=0,
+                      cache_dir=str(tmp_path / "c"), dist_category_col="CATEGORY")
+    res = evaluate_lrvsf(tiny_clip, cfg)
+    same, plain = res.metrics["recall_same_category"], res.metrics["recall"]
+    for n in ("20", "80"):
+        for k in ("1", "10"):
+            assert all(s >= p - 1e-12 for s, p in zip(same[n][k]["folds"], plain[n][k]["folds"],
+                                                      strict=True))
+    assert any(same[n][k]["mean"] > plain[n][k]["mean"] for n in same for k in same[n])
+    assert res.protocol["dist_category_col"] == "CATEGORY"
+    with pytest.raises(DataError, match="no column 'CAT'"):
+        evaluate_lrvsf(tiny_clip, LRVSFConfig(**{**cfg.__dict__, "dist_category_col": "CAT"}))

@@ -240,3 +240,42 @@ def test_harmonic_differences_are_exact_to_float_precision():
     for (h, low), value in zip(pairs, got, strict=True):
         want = float(sum(Fraction(1, r) for r in range(low + 1, h + 1)))
         assert value == pytest.approx(want, rel=1e-12, abs=0), (h, low)
+
+
+def _brute_same_category(q, t, d, pcat, dcat, folds, draws, ks):
+    """Per fold: gallery = the fold's unique targets of the query's category + its drawn
+    distractors of that category; expected recall under random tie-breaking."""
+    out = np.zeros((folds.shape[0], len(ks)))
+    for f in range(folds.shape[0]):
+        uniq, counts = np.unique(folds[f], return_counts=True)
+        for i, p in enumerate(uniq):
+            same_t = [u for u in uniq if pcat[u] == pcat[p]]
+            same_d = [j for j in draws[f] if dcat[j] == pcat[p]]
+            gallery = np.concatenate([t[same_t], d[same_d]]) if same_d else t[same_t]
+            scores = gallery @ q[p]
+            own = float(t[p] @ q[p])
+            g, tie = int((scores > own).sum()), int((scores == own).sum()) - 1
+            for j, k in enumerate(ks):
+                out[f, j] += counts[i] * min(1.0, max(0.0, (k - g) / (tie + 1)))
+        out[f] /= counts.sum()
+    return out
+
+
+@settings(max_examples=25, deadline=None)
+@given(p=st.integers(2, 16), n=st.integers(1, 50), f=st.integers(1, 3), b=st.integers(1, 16),
+       nd=st.integers(0, 80), seed=st.integers(0, 2**31 - 1))
+def test_same_category_recall_matches_brute_force(p, n, f, b, nd, seed):
+    from condsim.benchmarks.lrvsf import LRVSFConfig, same_category_recalls
+
+    rng = np.random.default_rng(seed)
+    q, t = (rng.integers(-2, 3, (p, 3)).astype(np.float32) for _ in range(2))
+    d = rng.integers(-2, 3, (n, 3)).astype(np.float32)
+    cats = ["Bags", "Feet", "Head"]
+    pcat = [cats[i] for i in rng.integers(0, 3, p)]
+    dcat = [None if r == 3 else cats[r] for r in rng.integers(0, 4, n)]  # some unlabelled
+    folds, draws = rng.integers(0, p, (f, b)), rng.integers(0, n, (f, nd))
+    ks = [1, 2, 5]
+    cfg = LRVSFConfig(data_root="unused", ks=tuple(ks), block_size=7)
+    got = same_category_recalls(q, t, d, pcat, dcat, folds, [draws], cfg)[:, 0, :]
+    np.testing.assert_allclose(got, _brute_same_category(q, t, d, pcat, dcat, folds, draws, ks),
+                               rtol=0, atol=1e-12)

@@ -146,6 +146,9 @@ class LRVSFConfig:
     cache_dir: str | None = None
     block_size: int = 16384
     device: str | None = None
+    #: distractor column holding each image's category: also report the CondViT authors'
+    #: same-category recall (galleries restricted to the query's category)
+    dist_category_col: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -198,6 +201,7 @@ class LRVSFBenchmark:
         n_total = data.count_distractors(cfg.data_root, cfg.dist_img_col)
         bar = progress("encode distractors", n_total)
         dist_rows: list[np.ndarray] = []
+        dist_kept: list[np.ndarray] = []  # positions of the usable distractors in the files
         corrupt = 0
         corrupt_examples: list[str] = []
         seen = 0
@@ -216,6 +220,7 @@ class LRVSFBenchmark:
             if nulls:
                 logger.warning("distractors: %d null images skipped", len(nulls))
             dist_rows.append(rows[rows >= 0])
+            dist_kept.append(np.flatnonzero(rows >= 0) + seen)
             seen += len(batch)
         if corrupt:
             logger.warning("distractors: %d undecodable images skipped (of %d)", corrupt, seen)
@@ -236,6 +241,15 @@ class LRVSFBenchmark:
             block_size=cfg.block_size, device=cfg.device, progress=bar,
         )
         rec = recalls_from_fold_counts(counts, cfg.ks)  # (F, L, K)
+        same_category = None
+        if cfg.dist_category_col:
+            kept = np.concatenate(dist_kept) if dist_kept else np.empty(0, np.int64)
+            dist_cats = data.read_distractor_column(cfg.data_root, cfg.dist_category_col,
+                                                    cfg.dist_img_col)
+            same_category = same_category_recalls(
+                queries, targets, distractors, products.categories,
+                [dist_cats[i] for i in kept.tolist()], folds, draws, cfg,
+                progress("score same-category galleries", n_avail))
 
         recall: dict[str, dict[str, dict[str, Any]]] = {}
         for li, n in enumerate(cfg.n_dists):
@@ -269,6 +283,7 @@ class LRVSFBenchmark:
             "n_distractors_total": n_total,
             "n_distractors_available": n_avail,
             "dist_img_col": cfg.dist_img_col,
+            "dist_category_col": cfg.dist_category_col,
             "dev_run": cfg.dev_run,
         }
         return RunResult(
@@ -279,7 +294,9 @@ class LRVSFBenchmark:
             headline={"name": f"recall_at_{k_head}|{n_top}",
                       "value": recall[n_top][k_head]["mean"],
                       "std": recall[n_top][k_head]["std"]},
-            metrics={"recall": recall, **ranks},
+            metrics={"recall": recall, **ranks,
+                     **({"recall_same_category": _fold_cells(same_category, cfg)}
+                        if same_category is not None else {})},
             skipped={"corrupt_distractors": corrupt, "examples": corrupt_examples},
             extra={"config": {k: v for k, v in asdict(cfg).items() if k != "extra"},
                    "failures": failures},
@@ -287,6 +304,69 @@ class LRVSFBenchmark:
 
 
 register_benchmark("lrvsf")(LRVSFBenchmark)
+
+
+def _fold_cells(rec: np.ndarray, cfg: LRVSFConfig) -> dict[str, dict[str, dict[str, Any]]]:
+    """``{n: {k: {mean, std, folds}}}`` of an ``(F, L, K)`` recall array."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for li, n in enumerate(cfg.n_dists):
+        mean, std = weighted_mean_std(rec[:, li, :], axis=0)
+        out[str(n)] = {str(k): {"mean": float(mean[j]), "std": float(std[j]),
+                                "folds": rec[:, li, j].tolist()}
+                       for j, k in enumerate(cfg.ks)}
+    return out
+
+
+#: score given to a gallery item of another category than the query's (never above a target)
+_OTHER_CATEGORY = 1e30
+
+
+def same_category_recalls(
+    queries: np.ndarray, targets: np.ndarray, distractors: Any, product_categories: list[str],
+    distractor_categories: list[Any], folds: np.ndarray, draws: Any, cfg: LRVSFConfig,
+    progress: Any = None,
+) -> np.ndarray:
+    """Recall ``(F, L, K)`` with every fold gallery restricted to the query's category: its
+    fold's targets of that category and the drawn distractors of that category (the CondViT
+    authors' "filtered" recall). Distractors without a category belong to none.
+
+    One exact float32 pass over the distractors: every embedding gets one extra column per
+    category, ``[e, onehot(c)]`` for gallery items and ``[q, -1e30 (1 - onehot(c))]`` for
+    queries, so a same-category score is the plain dot product (the extra terms are exact
+    zeros) and any other category scores -1e30, below every target."""
+    vocab = sorted(set(product_categories) | {str(c) for c in distractor_categories
+                                              if c is not None and c != ""})
+    index = {c: i for i, c in enumerate(vocab)}
+    none = len(vocab)  # a last column for "no category": no query has it, so it loses
+
+    def onehot(cats: list[Any]) -> np.ndarray:
+        out = np.zeros((len(cats), len(vocab) + 1), np.float32)
+        for row, c in enumerate(cats):
+            out[row, index.get(str(c), none) if c is not None and c != "" else none] = 1.0
+        return out
+
+    prod = onehot(product_categories)
+    q_aug = np.hstack([queries, (prod - 1.0) * _OTHER_CATEGORY]).astype(np.float32)
+    t_aug = np.hstack([targets, prod]).astype(np.float32)
+    d_aug = _WithColumns(distractors, onehot(distractor_categories))
+    counts = fold_rank_counts(q_aug, t_aug, d_aug, folds, draws, block_size=cfg.block_size,
+                              device=cfg.device, progress=progress, screen="fp32")
+    return recalls_from_fold_counts(counts, cfg.ks)
+
+
+class _WithColumns:
+    """``base`` (sliceable ``(N, d)`` rows) with ``extra`` ``(N, e)`` columns appended."""
+
+    def __init__(self, base: Any, extra: np.ndarray) -> None:
+        if extra.shape[0] != base.shape[0]:
+            raise DataError(f"{extra.shape[0]} distractor categories for {base.shape[0]} "
+                            "distractors")
+        self.base, self.extra = base, extra
+        self.shape = (int(base.shape[0]), int(base.shape[1]) + extra.shape[1])
+        self.dtype = np.dtype(np.float32)
+
+    def __getitem__(self, item: slice) -> np.ndarray:
+        return np.hstack([np.asarray(self.base[item], np.float32), self.extra[item]])
 
 
 def product_failures(

@@ -33,6 +33,10 @@ def register(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typer) ->
             "official", help="official (authors' 20x1000 folds) | seeded | PATH (.pt or .npy)."),
         out: Path = typer.Option(Path("runs/lrvsf"), "--out", help="Output directory."),
         dist_img_col: str = typer.Option("jpg", help="Image column of the distractor files."),
+        dist_category_col: str = typer.Option(
+            None, help="Category column of the distractor files: also report same-category "
+            "recall (each gallery restricted to the query's category; the CondViT authors' "
+            "filtered recall)."),
         aggregate_batches: int = typer.Option(100_000, help="Distractor rows per encode call."),
         fragments_readahead: int = typer.Option(2, help="Parquet files read ahead."),
         dev_run: bool = typer.Option(False, help="Only the first aggregated distractor batch."),
@@ -54,11 +58,18 @@ def register(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typer) ->
             folds=folds, dist_img_col=dist_img_col, aggregate_batches=aggregate_batches,
             fragments_readahead=fragments_readahead, dev_run=dev_run, batch_size=batch_size,
             num_workers=workers, cache_dir=str(cache_dir) if cache_dir else None, device=device,
+            dist_category_col=dist_category_col,
         )
         encoder = make_encoder(model, device, precision)
         with rich_progress() as progress:
             result = evaluate_lrvsf(encoder, cfg, out, progress=progress)
         console.print(lrvsf_table(result))
+        same = result.metrics.get("recall_same_category")
+        if same:
+            k0 = str(result.protocol["ks"][0])
+            console.print("same-category R@" + k0 + ": " + ", ".join(
+                f"+{int(n):,}: {v[k0]['mean'] * 100:.2f} ± {v[k0]['std'] * 100:.2f}"
+                for n, v in same.items()))
         if result.skipped.get("corrupt_distractors"):
             console.print(
                 f"[yellow]{result.skipped['corrupt_distractors']} corrupt distractor images "

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.dataset as pds
@@ -137,6 +138,16 @@ def distractor_dataset(data_root: str | Path, dist_img_col: str = "jpg") -> pds.
             f"{ds.schema.names}); pass the image column name with --dist-img-col"
         )
     return ds
+
+
+def read_distractor_column(data_root: str | Path, column: str,
+                           dist_img_col: str = "jpg") -> list[Any]:
+    """One metadata column of every distractor row, in the order images are read."""
+    ds = distractor_dataset(data_root, dist_img_col)
+    if column not in ds.schema.names:
+        raise DataError(f"{Path(data_root) / 'distractors'}: no column {column!r} (found "
+                        f"{ds.schema.names}); --dist-category-col names the category column")
+    return ds.to_table(columns=[column]).column(0).to_pylist()
 
 
 def count_distractors(data_root: str | Path, dist_img_col: str = "jpg") -> int:
