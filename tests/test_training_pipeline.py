@@ -165,14 +165,19 @@ def test_submitit_local_job_trains_with_two_processes_like_one(tmp_path):
     from condsim.synthetic.lrvsf import write_lrvsf
 
     write_lrvsf(tmp_path / "train", n_products=40, n_distractors=10, seed=1)
+    write_lrvsf(tmp_path / "val", n_products=12, n_distractors=20, seed=2, files=1)
     common = ["train", "condvit", "--train-root", str(tmp_path / "train"), "--epochs", "2",
-              "--batch-size", "20", "--lr", "1e-3"]
+              "--batch-size", "20", "--lr", "1e-3", "--val-root", str(tmp_path / "val"),
+              "--val-dists", "20", "--val-k", "5"]
     assert main([*common, "--out", str(tmp_path / "two"), "--submit", "local:2"]) == 0
     assert main([*common, "--out", str(tmp_path / "one")]) == 0
     two = json.loads((tmp_path / "two" / "last" / "trainer_state.json").read_text())
     one = json.loads((tmp_path / "one" / "last" / "trainer_state.json").read_text())
     assert two["world_size"] == 2 and one["world_size"] == 1
     np.testing.assert_allclose(two["losses"], one["losses"], rtol=1e-5)
+    # validated once (rank 0) and shared: same scores and best epoch as one process
+    np.testing.assert_allclose(two["val_scores"], one["val_scores"], atol=1e-9)
+    assert len(two["val_scores"]) == 2 and two["best_epoch"] == one["best_epoch"]
     logs = sorted(p.name for p in (tmp_path / "two" / "submitit").glob("*_log.out"))
     assert len(logs) == 2  # one per task
     assert main([*common, "--out", str(tmp_path / "x"), "--submit", "moon:2"]) == 2

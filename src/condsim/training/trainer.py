@@ -239,6 +239,22 @@ class Trainer:
             self.opt.step()
         return total
 
+    def _validated(self) -> float:
+        """The validation score, computed on rank 0 only and shared with the other ranks
+        (every rank needs it for best-epoch bookkeeping; computing it once saves N-1
+        redundant evaluations)."""
+        score = float("nan")
+        if self.rank == 0:
+            self.model.eval()
+            with torch.no_grad():
+                score = float(self.validate(_unwrap(self.model)))  # type: ignore[misc]
+        if self.world > 1:
+            box = torch.tensor([score], dtype=torch.float64,
+                               device=self.device if dist.get_backend() == "nccl" else "cpu")
+            dist.broadcast(box, src=0)
+            score = float(box.item())
+        return score
+
     def fit(self, progress: Callable[[int], None] | None = None) -> TrainState:
         cfg = self.cfg
         if self.rank == 0:
@@ -265,9 +281,7 @@ class Trainer:
             st.epoch += 1
             st.step_in_epoch = 0
             if self.validate is not None:
-                self.model.eval()
-                with torch.no_grad():
-                    score = float(self.validate(_unwrap(self.model)))
+                score = self._validated()
                 st.val_scores.append(score)
                 logger.info("epoch %d: validation %.4f", st.epoch, score)
                 if score > st.best_score:
