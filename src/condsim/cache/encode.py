@@ -75,7 +75,8 @@ def encode_cached(
         rows = cache.lookup(keys)
     if errors and (rows < 0).sum() > len(errors):  # repeats of an undecodable item
         failed = {keys[i]: msg for i, msg in errors.items()}
-        errors.update({int(i): failed[keys[i]] for i in np.flatnonzero(rows < 0)})
+        errors.update({int(i): failed.get(keys[i], "not encoded")
+                       for i in np.flatnonzero(rows < 0)})
     return rows, errors
 
 
