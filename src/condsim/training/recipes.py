@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -275,7 +276,7 @@ def slurm_script(argv: list[str], *, nodes: int, gpus_per_node: int, hours: int,
                  partition: str | None, out_dir: str | Path) -> str:
     """An sbatch script running ``condsim <argv>`` under torchrun on every node."""
     part = f"#SBATCH --partition={partition}\n" if partition else ""
-    cmd = " ".join(argv)
+    cmd = shlex.join(argv)  # paths with spaces stay one argument
     return f"""#!/bin/bash
 #SBATCH --job-name=condsim-train
 #SBATCH --nodes={nodes}
