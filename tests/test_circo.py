@@ -28,12 +28,23 @@ def test_ap_hand_computed():
 
 
 
-def test_constant_model_gets_no_credit_from_ties_and_cli(tmp_path):
+def test_constant_model_gets_exact_chance_and_cli(tmp_path):
     root = write_circo(tmp_path / "circo", n_queries=12)
     res = evaluate_circo(ConstantEncoder(), CircoConfig(root=str(root), cache_dir=str(
         tmp_path / "c"), n_bootstrap=100))
-    assert res.metrics["map"]["10"]["mean"] == 0.0
     n = res.metrics["gallery_size"] - 1
+    # all N candidates tied: E[AP@K] = (1/min(g,K)) sum_{i<=K} (g/N)((i-1)(g-1)/(N-1) + 1)/i
+    # for a query with g reachable ground truths; averaged over the queries
+    import json
+
+    data = json.loads((root / "annotations" / "val.json").read_text())
+    want = []
+    for e in data:
+        g = len(set(e["gt_img_ids"]) - {e["reference_img_id"]})
+        total = len(set(e["gt_img_ids"]))
+        want.append(sum((g / n) * ((i - 1) * (g - 1) / (n - 1) + 1) / i
+                        for i in range(1, 11)) / min(total, 10))
+    assert res.metrics["map"]["10"]["mean"] == pytest.approx(np.mean(want))
     assert res.metrics["recall"]["10"]["mean"] == pytest.approx(10 / n)
     assert set(res.metrics["semantic_map_at_10"]) <= {
         "cardinality", "addition", "negation", "direct_addressing", "compare_change",
@@ -88,3 +99,35 @@ def test_oracle_gets_map_one(tmp_path):
     res = evaluate_circo(Oracle(), CircoConfig(root=str(root), cache_dir=str(tmp_path / "c"),
                                                n_bootstrap=100))
     assert res.metrics["map"]["10"]["mean"] == 1.0 and res.metrics["map"]["50"]["mean"] == 1.0
+
+
+def _all_tie_orders_ap(scores, rel, n_rel, k):
+    """Mean AP@K over every order of the tied items (brute force)."""
+    from itertools import permutations, product
+
+    valid = np.isfinite(scores)
+    s, r = scores[valid], rel[valid]
+    groups = [np.flatnonzero(s == v) for v in sorted(set(s.tolist()), reverse=True)]
+    if not groups:
+        return 0.0
+    values = []
+    for perms in product(*(list(permutations(g)) for g in groups)):
+        ranked = np.concatenate([r[list(p)] for p in perms])
+        values.append(average_precision_at_k(ranked, n_rel, k))
+    return float(np.mean(values))
+
+
+def test_expected_ap_equals_the_mean_over_all_tie_orders():
+    from condsim.metrics.ap import expected_ap_at_ks
+
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        n = int(rng.integers(1, 8))
+        scores = rng.integers(0, 3, n).astype(np.float64)  # few values: many ties
+        scores[rng.random(n) < 0.15] = -np.inf
+        rel = rng.random(n) < 0.4
+        n_rel = int(rel.sum()) + int(rng.integers(0, 2))  # sometimes one unreachable gt
+        ks = [1, 2, 3, 5]
+        got = expected_ap_at_ks(scores, rel, n_rel, ks)
+        want = [_all_tie_orders_ap(scores, rel, n_rel, k) if n_rel else 0.0 for k in ks]
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)

@@ -1,7 +1,7 @@
 """CIRCO: composed retrieval with multiple ground truths over COCO unlabeled2017.
 
 mAP@{5,10,25,50} (:func:`condsim.metrics.ap.average_precision_at_k`, normalised by
-``min(#gt, K)``; ties broken against the ground truth, a lower bound), Recall@{5,10,25,50} on
+``min(#gt, K)``; expected value under random tie-breaking), Recall@{5,10,25,50} on
 ``target_img_id`` (tie-safe expected recall), semantic mAP@10 per aspect. The reference image is
 removed from the ranking by default (``remove_reference``; CIRCO's own evaluation scores
 whatever predictions it is given, and a reference is never one of its ground truths).
@@ -207,7 +207,7 @@ def evaluate_circo(model: Any, cfg: CircoConfig, out_dir: str | Path | None = No
     res = RunResult(
         benchmark="circo", model=model.meta.to_dict(),
         protocol={**META.to_dict(), "ks": list(KS), "reference_removed": cfg.remove_reference,
-                  "tie_rule": "mAP: ties against the ground truth; recall: expected",
+                  "tie_rule": "expected mAP and recall under random tie-breaking",
                   "bootstrap": {"n_resamples": cfg.n_bootstrap, "seed": cfg.seed}},
         seed=cfg.seed, headline={"name": "map_at_10", **metrics["map"]["10"]},
         metrics=metrics, skipped=enc.skipped, extra={"config": asdict(cfg), "failures": failures},

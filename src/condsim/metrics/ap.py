@@ -20,22 +20,52 @@ def average_precision_at_k(ranked_relevance: np.ndarray, n_relevant: int, k: int
     return float((precision * rel).sum() / min(n_relevant, k))
 
 
-def pessimistic_order(scores: np.ndarray, relevant: np.ndarray) -> np.ndarray:
-    """Gallery order by descending score with ties broken *against* relevant items (a lower
-    bound: a constant model gets no credit from tie order)."""
-    return np.lexsort((relevant.astype(np.int8), -scores))
+def expected_ap_at_ks(scores: np.ndarray, relevant: np.ndarray, n_relevant: int,
+                      ks: Sequence[int]) -> np.ndarray:
+    """Expected AP@K of one query under uniformly random tie-breaking, exactly.
+
+    Sort the finite scores in descending order; a tie group occupies positions ``a..b``
+    (``n = b - a + 1`` items, ``m`` of them relevant) after ``r`` relevant items of higher
+    score. Inside the group the order is a uniform permutation, so at position ``i``::
+
+        E[rel_i * R_i] = (m / n) * (r + 1 + (i - a) (m - 1) / (n - 1))
+
+    with ``R_i`` the relevant items among the first ``i`` (``P@i = R_i / i``), and
+
+        E[AP@K] = (1 / min(n_relevant, K)) * sum_{i <= K} E[rel_i * R_i] / i
+
+    by linearity. Without ties this is :func:`average_precision_at_k` of the sorted order.
+    ``-inf`` items are not candidates. Returns ``len(ks)`` values."""
+    if n_relevant <= 0:
+        return np.zeros(len(ks))
+    valid = np.isfinite(scores)
+    s, rel = scores[valid], relevant[valid].astype(np.float64)
+    order = np.argsort(-s, kind="stable")
+    s, rel = s[order], rel[order]
+    if s.size == 0:
+        return np.zeros(len(ks))
+    starts_mask = np.r_[True, s[1:] != s[:-1]]
+    group = np.cumsum(starts_mask) - 1
+    starts = np.flatnonzero(starts_mask)
+    sizes = np.diff(np.r_[starts, s.size])
+    m = np.bincount(group, weights=rel)
+    before = np.cumsum(m) - m
+    pos = np.arange(1, s.size + 1, dtype=np.float64)
+    n, mg, a = sizes[group].astype(np.float64), m[group], starts[group] + 1.0
+    within = np.where(n > 1, (pos - a) * (mg - 1) / np.maximum(n - 1, 1), 0.0)
+    cum = np.cumsum((mg / n) * (before[group] + 1 + within) / pos)
+    return np.array([cum[min(k, s.size) - 1] / min(n_relevant, k) for k in ks])
 
 
 def map_at_ks(scores: np.ndarray, relevant_sets: Sequence[np.ndarray],
               ks: Sequence[int]) -> np.ndarray:
-    """Per query AP@K for each K: ``(Q, len(ks))``; ``scores`` ``(Q, N)`` with excluded items
-    at ``-inf``; ``relevant_sets[q]`` the gallery columns of query ``q``'s ground truth."""
+    """Per query expected AP@K for each K under random tie-breaking
+    (:func:`expected_ap_at_ks`): ``(Q, len(ks))``; ``scores`` ``(Q, N)`` with excluded items
+    at ``-inf``; ``relevant_sets[q]`` the gallery columns of query ``q``'s ground truth (an
+    excluded ground-truth item still counts in ``min(#gt, K)``, as in CIRCO)."""
     out = np.zeros((scores.shape[0], len(ks)))
     for q in range(scores.shape[0]):
         rel = np.zeros(scores.shape[1], bool)
         rel[relevant_sets[q]] = True
-        order = pessimistic_order(scores[q], rel)[: max(ks)]
-        ranked = rel[order] & np.isfinite(scores[q, order])
-        for j, k in enumerate(ks):
-            out[q, j] = average_precision_at_k(ranked, int(rel.sum()), k)
+        out[q] = expected_ap_at_ks(scores[q], rel, int(rel.sum()), ks)
     return out
