@@ -23,6 +23,7 @@ from condsim.benchmarks.retrieval import FileDigests, encode_unique
 from condsim.cache.store import EmbeddingCache
 from condsim.data.crops import ImageRef
 from condsim.errors import DataError
+from condsim.models.base import encode_texts_once
 from condsim.paths import default_cache_dir
 from condsim.registry import create_model
 from condsim.training.tasks import (
@@ -32,7 +33,14 @@ from condsim.training.tasks import (
     PixelTripletTask,
     preprocess_all,
 )
-from condsim.training.trainer import TrainConfig, Trainer, TrainState, maybe_init_distributed
+from condsim.training.trainer import (
+    TrainConfig,
+    Trainer,
+    TrainState,
+    collective_device,
+    maybe_init_distributed,
+    rank_world,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -89,8 +97,7 @@ def _combiner_task(
                                    [ImageRef(str(p)) for p in paths], num_workers)
     cond_names = list(dict.fromkeys(conds))
     with torch.inference_mode():
-        text = torch.cat([backbone.encode_texts(cond_names[i:i + 256]).float().cpu()
-                          for i in range(0, len(cond_names), 256)]).numpy()
+        text = encode_texts_once(backbone.encode_texts, cond_names).float().cpu().numpy()
     img_index = {n: i for i, n in enumerate(paths)}
     cond_index = {c: i for i, c in enumerate(cond_names)}
     trip = np.array([(img_index[r], cond_index[c], img_index[t])
@@ -107,8 +114,7 @@ def _frozen_image_features(backbone: Any, cache_dir: str | Path, refs: list[Imag
     all rows back. An undecodable image stops every rank with the same error."""
     import torch.distributed as dist
 
-    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and \
-        dist.is_initialized() else (0, 1)
+    rank, world = rank_world()
     digests = FileDigests()
     if world > 1:
         n = len(refs)
@@ -116,8 +122,7 @@ def _frozen_image_features(backbone: Any, cache_dir: str | Path, refs: list[Imag
         _, errors, _ = encode_unique(backbone, EmbeddingCache(cache_dir, backbone.meta), share,
                                      digests, num_workers=num_workers,
                                      what=f"triplet images (rank {rank})")
-        device = "cuda" if dist.get_backend() == "nccl" else "cpu"
-        bad = torch.tensor([len(errors)], device=device)
+        bad = torch.tensor([len(errors)], device=collective_device())
         dist.all_reduce(bad)
         if int(bad.item()):
             raise DataError(f"{int(bad.item())} triplet images cannot be decoded"
@@ -174,7 +179,6 @@ def train_condvit(
     frozen text tower of the ``init`` CLIP and linearly projected to the conditioning token,
     the paper's text model)."""
     from condsim.data.lrvsf import read_products
-    from condsim.models.base import encode_texts_once
     from condsim.models.clip_hf import HFClipEncoder, _read_preprocessor_config
     from condsim.models.condvit import CondViTConfig, condvit_from_clip
 

@@ -91,10 +91,18 @@ def maybe_init_distributed() -> bool:
     return True
 
 
-def _rank_world() -> tuple[int, int]:
+def rank_world() -> tuple[int, int]:
+    """``(rank, world size)`` of the active process group, ``(0, 1)`` without one."""
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+def collective_device() -> torch.device:
+    """Where tensors for collectives must live: the current GPU under NCCL, else the CPU."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
 
 def epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
@@ -141,7 +149,7 @@ class Trainer:
     ) -> None:
         if cfg.schedule not in ("constant", "cosine"):
             raise CondsimError(f"schedule must be constant or cosine, got {cfg.schedule!r}")
-        self.rank, self.world = _rank_world()
+        self.rank, self.world = rank_world()
         if cfg.batch_size % (self.world * cfg.grad_accum):
             raise CondsimError(
                 f"global batch {cfg.batch_size} must be divisible by world size {self.world} x "
@@ -249,8 +257,7 @@ class Trainer:
             with torch.no_grad():
                 score = float(self.validate(_unwrap(self.model)))  # type: ignore[misc]
         if self.world > 1:
-            box = torch.tensor([score], dtype=torch.float64,
-                               device=self.device if dist.get_backend() == "nccl" else "cpu")
+            box = torch.tensor([score], dtype=torch.float64, device=collective_device())
             dist.broadcast(box, src=0)
             score = float(box.item())
         return score
