@@ -251,21 +251,9 @@ class LRVSFBenchmark:
                 [dist_cats[i] for i in kept.tolist()], folds, draws, cfg,
                 progress("score same-category galleries", n_avail))
 
-        recall: dict[str, dict[str, dict[str, Any]]] = {}
-        for li, n in enumerate(cfg.n_dists):
-            mean, std = weighted_mean_std(rec[:, li, :], axis=0)
-            recall[str(n)] = {
-                str(k): {"mean": float(mean[j]), "std": float(std[j]),
-                         "folds": rec[:, li, j].tolist()}
-                for j, k in enumerate(cfg.ks)
-            }
-        ranks: dict[str, dict[str, dict[str, Any]]] = {}
-        for name, per_fold in rank_metrics_from_fold_counts(counts).items():
-            ranks[name] = {}
-            for li, n in enumerate(cfg.n_dists):
-                mean, std = weighted_mean_std(per_fold[:, li][:, None], axis=0)
-                ranks[name][str(n)] = {"mean": float(mean[0]), "std": float(std[0]),
-                                       "folds": per_fold[:, li].tolist()}
+        recall = _fold_cells(rec, cfg)
+        ranks = {name: {str(n): _fold_cell(per_fold[:, li]) for li, n in enumerate(cfg.n_dists)}
+                 for name, per_fold in rank_metrics_from_fold_counts(counts).items()}
         n_top = str(cfg.n_dists[-1])
         k_head = str(cfg.ks[0])
         protocol = {
@@ -306,15 +294,16 @@ class LRVSFBenchmark:
 register_benchmark("lrvsf")(LRVSFBenchmark)
 
 
+def _fold_cell(per_fold: np.ndarray) -> dict[str, Any]:
+    """``{mean, std, folds}`` of one metric's per-fold values (std with ``ddof = 1``)."""
+    mean, std = weighted_mean_std(per_fold[:, None], axis=0)
+    return {"mean": float(mean[0]), "std": float(std[0]), "folds": per_fold.tolist()}
+
+
 def _fold_cells(rec: np.ndarray, cfg: LRVSFConfig) -> dict[str, dict[str, dict[str, Any]]]:
     """``{n: {k: {mean, std, folds}}}`` of an ``(F, L, K)`` recall array."""
-    out: dict[str, dict[str, dict[str, Any]]] = {}
-    for li, n in enumerate(cfg.n_dists):
-        mean, std = weighted_mean_std(rec[:, li, :], axis=0)
-        out[str(n)] = {str(k): {"mean": float(mean[j]), "std": float(std[j]),
-                                "folds": rec[:, li, j].tolist()}
-                       for j, k in enumerate(cfg.ks)}
-    return out
+    return {str(n): {str(k): _fold_cell(rec[:, li, j]) for j, k in enumerate(cfg.ks)}
+            for li, n in enumerate(cfg.n_dists)}
 
 
 #: score given to a gallery item of another category than the query's (never above a target)

@@ -98,6 +98,8 @@ class DualEncoder(PixelEncoder):
     ``normalize(f_img(y))``."""
 
     mode: str = "image+text"
+    #: the tokenizer's ``padding``: ``True`` (to the batch's longest text) or ``"max_length"``
+    text_padding: bool | str = True
 
     @abstractmethod
     def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
@@ -138,7 +140,7 @@ class DualEncoder(PixelEncoder):
             # "+txtpad": text features from max_length padding (SigLIP), unlike earlier
             # condsim versions, so their cached queries are never reused
             preprocessing_id=f"{self.preprocessor.id}+{mode}"
-            + ("+txtpad" if getattr(self, "text_padding", True) == "max_length" else ""),
+            + ("+txtpad" if self.text_padding == "max_length" else ""),
             conditions=("category", "text"),
             revision=revision,
             extra={**extra, "mode": mode},
@@ -215,7 +217,7 @@ class HFClipEncoder(DualEncoder):
 
     def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
         """Normalised text features of ``texts``."""
-        texts = [t.lower() for t in texts] if getattr(self, "lowercase_text", False) else texts
+        texts = [t.lower() for t in texts] if self.lowercase_text else texts
         tok = self.tokenizer(
             list(texts), padding=self.text_padding, truncation=True, max_length=self.max_length,
             return_tensors="pt",
