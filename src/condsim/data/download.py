@@ -27,8 +27,6 @@ import http.client
 import io
 import json
 import logging
-import os
-import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -45,6 +43,8 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from condsim.errors import DataError
+from condsim.results.run_result import atomic_write_text
+from condsim.training._io import atomic_write_parquet
 
 logger = logging.getLogger(__name__)
 
@@ -179,14 +179,7 @@ def _write_shard(path: Path, rows: Sequence[dict[str, Any]], first_key: int,
     if extra is not None:
         for name in extra.column_names:
             table = table.append_column(extra.field(name), extra.column(name))
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_parquet(path, table)
 
 
 def _shard_stats(path: Path) -> Counter[str]:
@@ -238,7 +231,5 @@ def download_distractors(
              "success": totals["success"],
              "failed": {k: v for k, v in sorted(totals.items()) if k != "success"},
              "size": cfg.size, "shard_size": cfg.shard_size}
-    tmp = folder / ".download_stats.json.tmp"
-    tmp.write_text(json.dumps(stats, indent=1))
-    os.replace(tmp, folder / "download_stats.json")
+    atomic_write_text(folder / "download_stats.json", json.dumps(stats, indent=1))
     return stats
