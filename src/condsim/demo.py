@@ -85,7 +85,7 @@ def run_demo(
     if not (data / "cirr" / "captions").exists():
         from condsim.synthetic.cirr import write_cirr
 
-        write_cirr(data / "cirr", n_queries=200, n_train=336, seed=seed)
+        write_cirr(data / "cirr", n_queries=200, n_train=CIRR_TRAIN["queries"], seed=seed)
 
     models: dict[str, Any] = {name: create_model(name) for name in BASELINES}
     trained: dict[str, str] = {}  # trained model -> the conditioning it is evaluated with
@@ -146,6 +146,8 @@ def run_demo(
 #: the Combiner of the demo: trained on synthetic CIRR's train split (GeneCIS' "Combiner
 #: trained on CIRR" baseline), scored on CIRR val and zero-shot on GeneCIS
 COMBINER = "combiner (trained on CIRR)"
+#: synthetic CIRR train queries (every distinct edit) and the Combiner's training schedule
+CIRR_TRAIN = {"queries": 336, "epochs": 20, "batch_size": 56}
 
 
 def _train_combiner(out: Path, cirr_root: Path, seed: int, progress: ProgressFactory,
@@ -156,11 +158,13 @@ def _train_combiner(out: Path, cirr_root: Path, seed: int, progress: ProgressFac
 
     ckpt = out / "models" / "combiner-cirr"
     if not (ckpt / "last" / "combiner_config.json").exists():
-        cfg = TrainConfig(out_dir=str(ckpt), epochs=20, batch_size=56, lr=3e-3,
+        epochs, batch = CIRR_TRAIN["epochs"], CIRR_TRAIN["batch_size"]
+        cfg = TrainConfig(out_dir=str(ckpt), epochs=epochs, batch_size=batch, lr=3e-3,
                           logit_scale=30.0, schedule="cosine", seed=seed)
         train_combiner(None, None, cfg, cirr_root=cirr_root, projection_dim=128,
                        hidden_dim=256, dropout=0.1, cache_dir=str(out / "cache"),
-                       progress=progress("train Combiner (CIRR)", 20 * (336 // 56)))
+                       progress=progress("train Combiner (CIRR)",
+                                         epochs * (CIRR_TRAIN["queries"] // batch)))
     return CombinerEncoder(Combiner.load(ckpt / "last"), models["test/tiny-clip"],
                            name="combiner:demo-cirr")
 

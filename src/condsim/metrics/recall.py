@@ -14,6 +14,7 @@ the target first and sorted unstably, so ties favoured the target).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
 
@@ -67,7 +68,7 @@ def _harmonic_difference(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
     10 million) keeps full relative precision instead of cancelling two values near 16."""
     hi = np.asarray(hi, dtype=np.int64)
     lo = np.asarray(lo, dtype=np.int64)
-    table = _HARMONIC_TABLE
+    table = _harmonic_table()
     out = np.zeros(np.broadcast(hi, lo).shape, np.float64)
     hi, lo = np.broadcast_to(hi, out.shape), np.broadcast_to(lo, out.shape)
     far = lo >= 1024  # expansion error there: relative 1 / (30 lo^4) < 1e-13
@@ -83,7 +84,10 @@ def _harmonic_difference(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
     return out
 
 
-_HARMONIC_TABLE = np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, 2**16))])
+@lru_cache(maxsize=1)
+def _harmonic_table() -> np.ndarray:
+    """``H(0..2**16 - 1)``, exact partial sums (built on first use, not at import)."""
+    return np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, 2**16))])
 
 
 def expected_rank_from_counts(greater: np.ndarray, ties: np.ndarray) -> np.ndarray:

@@ -135,13 +135,14 @@ def leaderboard_row(run: Run) -> LeaderboardRow:
     r = run.result
     h = r.headline
     proto = r.protocol
+    variant = protocol_variant(r)
     return LeaderboardRow(
         model=r.model.get("name", "?"), benchmark=r.benchmark, metric=str(h.get("name", "?")),
         value_pct=_pct(headline_value(h, str(run.path))),  # type: ignore[arg-type]
         std_pct=_pct(h.get("std")), ci_low_pct=_pct(h.get("ci_low")),
         ci_high_pct=_pct(h.get("ci_high")), seed=r.seed,
         protocol=f"{proto.get('name', r.benchmark)}/v{proto.get('protocol_version', '?')}"
-        + (f" {protocol_variant(r)}" if protocol_variant(r) else ""),
+        + (f" {variant}" if variant else ""),
         date=r.created, run=str(run.path.parent),
     )
 

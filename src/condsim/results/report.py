@@ -28,6 +28,7 @@ import logging
 import math
 import os
 import tempfile
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -802,9 +803,7 @@ def build_report(
                                            if r.result.benchmark in VIEWS else 0,
                                            r.result.benchmark, protocol_variant(r.result))):
         groups.setdefault((run.result.benchmark, protocol_variant(run.result)), []).append(run)
-    variants_of: dict[str, int] = {}
-    for bench, _ in groups:
-        variants_of[bench] = variants_of.get(bench, 0) + 1
+    variants_of = Counter(bench for bench, _ in groups)
     for (bench, variant), group in groups.items():
         view = view_for(group[0])
         described = group[0].result.protocol.get("description")
