@@ -22,11 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from condsim import create_model
-from condsim.benchmarks.circo import CircoConfig, evaluate_circo
-from condsim.benchmarks.cirr import CirrConfig, evaluate_cirr
-from condsim.benchmarks.fashioniq import FashionIQConfig, evaluate_fashioniq
-from condsim.benchmarks.genecis import GenecisConfig, evaluate_genecis
-from condsim.benchmarks.mitstates import MitStatesConfig, evaluate_mitstates
+from condsim.benchmarks.circo import CircoConfig
+from condsim.benchmarks.cirr import CirrConfig
+from condsim.benchmarks.fashioniq import FashionIQConfig
+from condsim.benchmarks.genecis import GenecisConfig
+from condsim.benchmarks.mitstates import MitStatesConfig
+from condsim.benchmarks.run import run_benchmark
 from condsim.synthetic.circo import write_circo
 from condsim.synthetic.cirr import write_cirr
 from condsim.synthetic.fashioniq import write_fashioniq
@@ -81,15 +82,15 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="condsim-qenc-"))
     g = write_genecis(work / "genecis", n_per_task=25 * s, seed=0)
     sets = {
-        "CIRR": (evaluate_cirr, lambda c: CirrConfig(
+        "CIRR": (run_benchmark, lambda c: CirrConfig(
             root=str(write_cirr(work / "cirr", n_queries=60 * s)), cache_dir=c)),
-        "MIT-States": (evaluate_mitstates, lambda c: MitStatesConfig(
+        "MIT-States": (run_benchmark, lambda c: MitStatesConfig(
             root=str(write_mitstates(work / "mit", per_class=3 * s)), cache_dir=c)),
-        "FashionIQ": (evaluate_fashioniq, lambda c: FashionIQConfig(
+        "FashionIQ": (run_benchmark, lambda c: FashionIQConfig(
             root=str(write_fashioniq(work / "fiq", n_pairs=30 * s)), cache_dir=c)),
-        "CIRCO": (evaluate_circo, lambda c: CircoConfig(
+        "CIRCO": (run_benchmark, lambda c: CircoConfig(
             root=str(write_circo(work / "circo", n_queries=40 * s)), cache_dir=c)),
-        "GeneCIS": (evaluate_genecis, lambda c: GenecisConfig(
+        "GeneCIS": (run_benchmark, lambda c: GenecisConfig(
             annotations=str(g / "annotations"), coco_root=str(g / "coco" / "val2017"),
             vg_roots=(str(g / "vg" / "VG_100K"), str(g / "vg" / "VG_100K_2")),
             cache_dir=c)),

@@ -10,9 +10,10 @@ import shutil
 import numpy as np
 import pytest
 
-from condsim.benchmarks.circo import CircoConfig, evaluate_circo, write_submission
-from condsim.benchmarks.cirr import CirrConfig, evaluate_cirr, write_submissions
-from condsim.benchmarks.fashioniq import FashionIQConfig, evaluate_fashioniq
+from condsim.benchmarks.circo import CircoConfig, write_submission
+from condsim.benchmarks.cirr import CirrConfig, write_submissions
+from condsim.benchmarks.fashioniq import FashionIQConfig
+from condsim.benchmarks.run import run_benchmark
 from condsim.data.cirr import read_cirr
 from condsim.synthetic.circo import write_circo
 from condsim.synthetic.cirr import write_cirr
@@ -26,7 +27,7 @@ def test_cirr_val_submission_scores_like_the_server(tmp_path):
     appears in either file."""
     root = write_cirr(tmp_path / "cirr", n_queries=20, seed=3)
     cfg = CirrConfig(root=str(root), cache_dir=str(tmp_path / "c"), n_bootstrap=50)
-    res = evaluate_cirr(HashEncoder(), cfg)
+    res = run_benchmark(HashEncoder(), cfg)
     files = write_submissions(HashEncoder(), cfg, tmp_path / "sub")
     top50 = json.loads(files["recall"].read_text())
     top3 = json.loads(files["recall_subset"].read_text())
@@ -56,10 +57,10 @@ def _official_ap(pred: list[int], gts: list[int], k: int) -> float:
 
 def test_circo_val_submission_scores_like_the_server(tmp_path):
     """mAP@K and Recall@K recomputed from a top-50 val submission with the official formula
-    equal evaluate_circo's (no ties with this encoder, so the tie rule does not matter)."""
+    equal run_benchmark's (no ties with this encoder, so the tie rule does not matter)."""
     root = write_circo(tmp_path / "circo", n_queries=12)
     cfg = CircoConfig(root=str(root), cache_dir=str(tmp_path / "c"), n_bootstrap=50)
-    res = evaluate_circo(HashEncoder(), cfg)
+    res = run_benchmark(HashEncoder(), cfg)
     sub = json.loads(write_submission(HashEncoder(), cfg, tmp_path / "sub").read_text())
     ann = json.loads((root / "annotations" / "val.json").read_text())
     for e in ann:
@@ -81,8 +82,8 @@ def test_fashioniq_gallery_order_changes_nothing(tmp_path):
         split.write_text(json.dumps([str(a) for a in rng.permutation(
             json.loads(split.read_text()))]))
     cfg = {"cache_dir": str(tmp_path / "c"), "n_bootstrap": 50}
-    a = evaluate_fashioniq(HashEncoder(), FashionIQConfig(root=str(root), **cfg))
-    b = evaluate_fashioniq(HashEncoder(), FashionIQConfig(root=str(shuffled), **cfg))
+    a = run_benchmark(HashEncoder(), FashionIQConfig(root=str(root), **cfg))
+    b = run_benchmark(HashEncoder(), FashionIQConfig(root=str(shuffled), **cfg))
     for cat in ("dress", "shirt", "toptee"):
         ma, mb = a.metrics["categories"][cat], b.metrics["categories"][cat]
         assert ma["per_query"] == mb["per_query"] and ma["recall"] == mb["recall"]

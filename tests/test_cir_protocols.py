@@ -3,6 +3,7 @@ nothing, bad input (duplicates, missing images, malformed entries) gets clear er
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -12,10 +13,11 @@ import pytest
 import torch
 from PIL import Image
 
-from condsim.benchmarks.circo import CircoConfig, evaluate_circo, write_submission
-from condsim.benchmarks.cirr import CirrConfig, evaluate_cirr
-from condsim.benchmarks.fashioniq import JOIN_RULES, FashionIQConfig, evaluate_fashioniq
-from condsim.benchmarks.mitstates import MitStatesConfig, evaluate_mitstates, read_test_images
+from condsim.benchmarks.circo import CircoConfig, write_submission
+from condsim.benchmarks.cirr import CirrConfig
+from condsim.benchmarks.fashioniq import JOIN_RULES, FashionIQConfig
+from condsim.benchmarks.mitstates import MitStatesConfig, read_test_images
+from condsim.benchmarks.run import run_benchmark
 from condsim.data.cirr import read_cirr
 from condsim.errors import DataError
 from condsim.synthetic.circo import write_circo
@@ -69,7 +71,7 @@ def test_cirr_oracle_scores_100(cirr_root, tmp_path):
     images = {_pixels(r.path): label[n] for n, r in gallery.items()}
     assert len(images) == len(gallery)  # every synthetic image is distinct
     answers = {(_pixels(gallery[q.reference].path), q.caption): label[q.target] for q in queries}
-    res = evaluate_cirr(LabelOracle(images, answers), _cirr_cfg(cirr_root, tmp_path))
+    res = run_benchmark(LabelOracle(images, answers), _cirr_cfg(cirr_root, tmp_path))
     for group in ("recall", "recall_subset"):
         assert all(v["mean"] == 1.0 for v in res.metrics[group].values())
 
@@ -88,8 +90,8 @@ def test_cirr_gallery_and_member_order_change_nothing(cirr_root, tmp_path):
     for e in data:
         e["img_set"]["members"] = [str(m) for m in rng.permutation(e["img_set"]["members"])]
     cap.write_text(json.dumps(data))
-    a = evaluate_cirr(HashEncoder(), _cirr_cfg(cirr_root, tmp_path))
-    b = evaluate_cirr(HashEncoder(), _cirr_cfg(shuffled, tmp_path))
+    a = run_benchmark(HashEncoder(), _cirr_cfg(cirr_root, tmp_path))
+    b = run_benchmark(HashEncoder(), _cirr_cfg(shuffled, tmp_path))
     assert a.metrics["per_query"] == b.metrics["per_query"]
     for group in ("recall", "recall_subset"):
         assert a.metrics[group] == b.metrics[group]
@@ -104,19 +106,19 @@ def test_cirr_bad_input(cirr_root, tmp_path):
     data[3]["pairid"] = data[1]["pairid"]
     cap.write_text(json.dumps(data))
     with pytest.raises(DataError, match=r"cap.rc2.val.json entry 3: duplicate pairid"):
-        evaluate_cirr(ConstantEncoder(), _cirr_cfg(bad, tmp_path))
+        run_benchmark(ConstantEncoder(), _cirr_cfg(bad, tmp_path))
     data = json.loads(original)
     data[2]["target_hard"] = data[2]["reference"]
     cap.write_text(json.dumps(data))
     with pytest.raises(DataError, match="entry 2: target equals the reference"):
-        evaluate_cirr(ConstantEncoder(), _cirr_cfg(bad, tmp_path))
+        run_benchmark(ConstantEncoder(), _cirr_cfg(bad, tmp_path))
     cap.write_text(original)
     split = bad / "image_splits" / "split.rc2.val.json"
     text = split.read_text()
     first = next(iter(json.loads(text).items()))
     split.write_text(text.rstrip()[:-1] + f', "{first[0]}": "{first[1]}"}}')
     with pytest.raises(DataError, match="is listed twice"):
-        evaluate_cirr(ConstantEncoder(), _cirr_cfg(bad, tmp_path))
+        run_benchmark(ConstantEncoder(), _cirr_cfg(bad, tmp_path))
 
 
 def test_cirr_missing_images_counted_and_skipped(cirr_root, tmp_path):
@@ -124,9 +126,10 @@ def test_cirr_missing_images_counted_and_skipped(cirr_root, tmp_path):
     shutil.copytree(cirr_root, bad)
     queries, gallery = read_cirr(bad, "val")
     Path(gallery[queries[0].target].path).unlink()
-    with pytest.raises(DataError, match=r"1 image file\(s\) missing \(allowed: 0\)"):
-        evaluate_cirr(ConstantEncoder(), _cirr_cfg(bad, tmp_path))
-    res = evaluate_cirr(ConstantEncoder(), _cirr_cfg(bad, tmp_path, max_missing=1))
+    with pytest.raises(DataError, match=r"1 image file\(s\) missing or undecodable "
+                       r"\(1 missing, 0 undecodable; allowed: 0\)"):
+        run_benchmark(ConstantEncoder(), _cirr_cfg(bad, tmp_path))
+    res = run_benchmark(ConstantEncoder(), _cirr_cfg(bad, tmp_path, max_missing=1))
     assert res.skipped["missing_files"] == 1 and res.skipped["queries"] >= 1
     assert res.metrics["n_queries"] == len(queries) - res.skipped["queries"]
     assert res.metrics["gallery_size"] == len(gallery) - 1
@@ -144,7 +147,7 @@ def test_mitstates_oracle_scores_100(tmp_path):
     images = {_pixels(p): label[f"{a} {n}"] for a, n, p in items}
     adjs = {n: sorted({a for a, m, _ in items if m == n}) for _, n, _ in items}
     answers = {(_pixels(p), b): label[f"{b} {n}"] for a, n, p in items for b in adjs[n] if b != a}
-    res = evaluate_mitstates(LabelOracle(images, answers), MitStatesConfig(
+    res = run_benchmark(LabelOracle(images, answers), MitStatesConfig(
         root=str(root), cache_dir=str(tmp_path / "c"), n_bootstrap=50))
     assert all(v["mean"] == 1.0 for v in res.metrics["recall"].values())
     assert len(res.metrics["query_ids"]) == res.metrics["n_queries"] == len(answers)
@@ -165,15 +168,15 @@ def test_fashioniq_oracle_join_rule_and_missing_images(tmp_path):
             answers[key] = label[e["target"]]
     cfg = FashionIQConfig(root=str(root), join="clip4cir", cache_dir=str(tmp_path / "c"),
                           n_bootstrap=50)
-    res = evaluate_fashioniq(LabelOracle(images, answers), cfg)
+    res = run_benchmark(LabelOracle(images, answers), cfg)
     for m in res.metrics["categories"].values():
         assert m["recall"]["10"]["mean"] == 1.0 and m["recall"]["50"]["mean"] == 1.0
     assert JOIN_RULES["clip4cir"](["Is Red.", " has SLEEVES?"]) == "Is red and has SLEEVES"
     cap = json.loads((root / "captions" / "cap.dress.val.json").read_text())
     (root / "images" / f"{cap[0]['target']}.png").unlink()
     with pytest.raises(DataError, match=r"FashionIQ: 1 image\(s\) missing"):
-        evaluate_fashioniq(ConstantEncoder(), cfg)
-    res = evaluate_fashioniq(ConstantEncoder(), FashionIQConfig(
+        run_benchmark(ConstantEncoder(), cfg)
+    res = run_benchmark(ConstantEncoder(), FashionIQConfig(
         root=str(root), max_missing=1, cache_dir=str(tmp_path / "c"), n_bootstrap=50))
     assert res.skipped["missing_files"] == 1 and res.skipped["queries"]["dress"] >= 1
     m = res.metrics["categories"]["dress"]
@@ -191,12 +194,12 @@ def test_circo_bad_input_missing_images_and_official_layout(tmp_path):
     ann.write_text(json.dumps(data))
     cfg = CircoConfig(root=str(root), cache_dir=str(tmp_path / "c"), n_bootstrap=50)
     with pytest.raises(DataError, match=r"val.json entry 4: duplicate query id"):
-        evaluate_circo(ConstantEncoder(), cfg)
+        run_benchmark(ConstantEncoder(), cfg)
     data = json.loads(original)
     data[1]["target_img_id"] = data[1]["reference_img_id"]
     ann.write_text(json.dumps(data))
     with pytest.raises(DataError, match="entry 1: target_img_id must be one of gt_img_ids"):
-        evaluate_circo(ConstantEncoder(), cfg)
+        run_benchmark(ConstantEncoder(), cfg)
     ann.write_text(original)
     # the official download layout, with COCO's image list naming one absent gallery file
     official = tmp_path / "official"
@@ -209,17 +212,18 @@ def test_circo_bad_input_missing_images_and_official_layout(tmp_path):
     info.write_text(json.dumps({"images": [{"id": i} for i in [*ids, 999_999]]}))
     ocfg = CircoConfig(root=str(official), cache_dir=str(tmp_path / "c"), n_bootstrap=50)
     with pytest.raises(DataError, match=r"1 referenced image\(s\) missing"):
-        evaluate_circo(ConstantEncoder(), ocfg)
-    ocfg.max_missing = 1
-    res = evaluate_circo(ConstantEncoder(), ocfg)
-    assert res.skipped == {"missing_files": 1, "queries": 0}
+        run_benchmark(ConstantEncoder(), ocfg)
+    ocfg = dataclasses.replace(ocfg, max_missing=1)
+    res = run_benchmark(ConstantEncoder(), ocfg)
+    assert res.skipped["missing_files"] == 1 and res.skipped["queries"] == 0
+    assert res.skipped["undecodable_files"] == 0
     assert res.metrics["gallery_size"] == len(ids)
     kept = CircoConfig(root=str(official), cache_dir=str(tmp_path / "c"), n_bootstrap=50,
                        max_missing=1, remove_reference=False)
-    res_kept = evaluate_circo(ConstantEncoder(), kept)
+    res_kept = run_benchmark(ConstantEncoder(), kept)
     assert res_kept.protocol["reference_removed"] is False
     assert res_kept.metrics["recall"]["5"]["mean"] == pytest.approx(5 / len(ids))
-    ocfg.split = kept.split = "test"
+    kept = dataclasses.replace(kept, split="test")
     sub = json.loads(write_submission(ConstantEncoder(), kept, tmp_path / "s").read_text())
     test = json.loads((official / "annotations" / "test.json").read_text())
     assert set(sub) == {str(e["id"]) for e in test}

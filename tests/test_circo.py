@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from condsim.benchmarks.circo import CircoConfig, evaluate_circo
+from condsim.benchmarks.circo import CircoConfig
+from condsim.benchmarks.run import run_benchmark
 from condsim.cli.main import main
 from condsim.metrics.ap import average_precision_at_k, map_at_ks
 from condsim.synthetic.circo import write_circo
@@ -30,7 +31,7 @@ def test_ap_hand_computed():
 
 def test_constant_model_gets_exact_chance_and_cli(tmp_path):
     root = write_circo(tmp_path / "circo", n_queries=12)
-    res = evaluate_circo(ConstantEncoder(), CircoConfig(root=str(root), cache_dir=str(
+    res = run_benchmark(ConstantEncoder(), CircoConfig(root=str(root), cache_dir=str(
         tmp_path / "c"), n_bootstrap=100))
     n = res.metrics["gallery_size"] - 1
     # all N candidates tied: E[AP@K] = (1/min(g,K)) sum_{i<=K} (g/N)((i-1)(g-1)/(N-1) + 1)/i
@@ -96,7 +97,7 @@ def test_oracle_gets_map_one(tmp_path):
             return torch.stack([self._one_hot(self.key[(im.tobytes(), c)])
                                 for im, c in zip(images, conditions, strict=True)])
 
-    res = evaluate_circo(Oracle(), CircoConfig(root=str(root), cache_dir=str(tmp_path / "c"),
+    res = run_benchmark(Oracle(), CircoConfig(root=str(root), cache_dir=str(tmp_path / "c"),
                                                n_bootstrap=100))
     assert res.metrics["map"]["10"]["mean"] == 1.0 and res.metrics["map"]["50"]["mean"] == 1.0
 

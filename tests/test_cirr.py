@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from condsim.benchmarks.cirr import CirrConfig, evaluate_cirr
+from condsim.benchmarks.cirr import CirrConfig
+from condsim.benchmarks.run import run_benchmark
 from condsim.cli.main import main
 from condsim.data.cirr import read_cirr
 from condsim.errors import DataError
@@ -28,7 +29,7 @@ def _cfg(root: Path, tmp: Path) -> CirrConfig:
 
 
 def test_matches_brute_force_loop(root, tmp_path):
-    res = evaluate_cirr(HashEncoder(), _cfg(root, tmp_path))
+    res = run_benchmark(HashEncoder(), _cfg(root, tmp_path))
     queries, gallery = read_cirr(root, "val")
     enc = HashEncoder()
     names = list(gallery)
@@ -53,7 +54,7 @@ def test_matches_brute_force_loop(root, tmp_path):
 
 
 def test_constant_encoder_gets_exact_chance(root, tmp_path):
-    res = evaluate_cirr(ConstantEncoder(), _cfg(root, tmp_path))
+    res = run_benchmark(ConstantEncoder(), _cfg(root, tmp_path))
     n = res.metrics["gallery_size"] - 1  # the reference is removed
     for k in (1, 5, 10):
         assert res.metrics["recall"][str(k)]["mean"] == pytest.approx(k / n)
@@ -84,14 +85,14 @@ def test_bad_input(root, tmp_path):
     data[4]["img_set"]["members"][0] = "no-such-image"
     cap.write_text(json.dumps(data))
     with pytest.raises(DataError, match="entry 4: image 'no-such-image'"):
-        evaluate_cirr(ConstantEncoder(), _cfg(bad, tmp_path))
+        run_benchmark(ConstantEncoder(), _cfg(bad, tmp_path))
     cap.write_text("{broken")
     with pytest.raises(DataError, match="malformed JSON"):
-        evaluate_cirr(ConstantEncoder(), _cfg(bad, tmp_path))
+        run_benchmark(ConstantEncoder(), _cfg(bad, tmp_path))
 
 
 def test_failures_are_recorded_for_the_report(root, tmp_path):
-    res = evaluate_cirr(HashEncoder(), _cfg(root, tmp_path))
+    res = run_benchmark(HashEncoder(), _cfg(root, tmp_path))
     fails = res.extra["failures"]
     assert fails and len(fails) <= 12
     r1 = dict(zip(res.metrics["query_ids"], res.metrics["per_query"]["recall_at_1"],

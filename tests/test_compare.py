@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from condsim.benchmarks.retrieval import paired_comparison
+from condsim.benchmarks.run import compare_runs as paired_comparison
 from condsim.cli.main import main
 from condsim.errors import DataError
 from condsim.results.run_result import RunResult
@@ -92,15 +92,16 @@ def test_cli_threshold_verdict_and_json(tmp_path, capsys):
 
 def test_lrvsf_runs_compare_by_paired_folds(tmp_path, tiny_clip):
     from condsim import create_model
-    from condsim.benchmarks.lrvsf import LRVSFConfig, evaluate_lrvsf
-    from condsim.benchmarks.retrieval import paired_comparison
+    from condsim.benchmarks.lrvsf import LRVSFConfig
+    from condsim.benchmarks.run import compare_runs as paired_comparison
+    from condsim.benchmarks.run import run_benchmark
     from condsim.synthetic.lrvsf import write_lrvsf
 
     root = write_lrvsf(tmp_path / "lr", n_products=20, n_distractors=60, files=1, seed=0)
     cfg = LRVSFConfig(data_root=str(root), n_dists=(10, 50), folds="seeded", num_workers=0,
                       cache_dir=str(tmp_path / "c"))
-    a = evaluate_lrvsf(tiny_clip, cfg, tmp_path / "a")
-    b = evaluate_lrvsf(create_model("combine:image-only/test/tiny-clip", device="cpu"), cfg,
+    a = run_benchmark(tiny_clip, cfg, tmp_path / "a")
+    b = run_benchmark(create_model("combine:image-only/test/tiny-clip", device="cpu"), cfg,
                        tmp_path / "b")
     cmp = paired_comparison(a, b)
     assert len(cmp["groups"]) == 2 * 5  # 2 distractor counts x 5 Ks
@@ -112,7 +113,7 @@ def test_lrvsf_runs_compare_by_paired_folds(tmp_path, tiny_clip):
     assert row["significant"] == (abs(d.mean()) > 1.96 * d.std(ddof=1))
     same = paired_comparison(a, a)["groups"][0]
     assert same["diff"] == 0 and not same["significant"] and same["p_value"] == 1.0
-    other = evaluate_lrvsf(tiny_clip, LRVSFConfig(**{**cfg.__dict__, "seed": 1}),
+    other = run_benchmark(tiny_clip, LRVSFConfig(**{**cfg.__dict__, "seed": 1}),
                            tmp_path / "other")
     with pytest.raises(DataError, match="can only be paired"):
         paired_comparison(a, other)

@@ -8,12 +8,13 @@ from dataclasses import replace
 
 import pytest
 
-from condsim.benchmarks.circo import CircoConfig, evaluate_circo
-from condsim.benchmarks.cirr import CirrConfig, evaluate_cirr
-from condsim.benchmarks.fashioniq import FashionIQConfig, evaluate_fashioniq
-from condsim.benchmarks.genecis import GenecisConfig, evaluate_genecis
-from condsim.benchmarks.lrvsf import LRVSFConfig, evaluate_lrvsf
-from condsim.benchmarks.mitstates import MitStatesConfig, evaluate_mitstates
+from condsim.benchmarks.circo import CircoConfig
+from condsim.benchmarks.cirr import CirrConfig
+from condsim.benchmarks.fashioniq import FashionIQConfig
+from condsim.benchmarks.genecis import GenecisConfig
+from condsim.benchmarks.lrvsf import LRVSFConfig
+from condsim.benchmarks.mitstates import MitStatesConfig
+from condsim.benchmarks.run import run_benchmark
 from condsim.errors import ModelError
 from condsim.models.base import require_condition_kind
 from condsim.synthetic.lrvsf import write_lrvsf
@@ -25,11 +26,11 @@ class CategoryOnly(HashEncoder):
 
 
 @pytest.mark.parametrize("run", [
-    lambda m, d: evaluate_genecis(m, GenecisConfig(annotations=str(d))),
-    lambda m, d: evaluate_cirr(m, CirrConfig(root=str(d))),
-    lambda m, d: evaluate_circo(m, CircoConfig(root=str(d))),
-    lambda m, d: evaluate_fashioniq(m, FashionIQConfig(root=str(d))),
-    lambda m, d: evaluate_mitstates(m, MitStatesConfig(root=str(d))),
+    lambda m, d: run_benchmark(m, GenecisConfig(annotations=str(d))),
+    lambda m, d: run_benchmark(m, CirrConfig(root=str(d))),
+    lambda m, d: run_benchmark(m, CircoConfig(root=str(d))),
+    lambda m, d: run_benchmark(m, FashionIQConfig(root=str(d))),
+    lambda m, d: run_benchmark(m, MitStatesConfig(root=str(d))),
 ], ids=["genecis", "cirr", "circo", "fashioniq", "mitstates"])
 def test_text_benchmarks_refuse_a_category_only_model_first(run, tmp_path):
     # the data folder does not exist: the model check must come before any reading
@@ -43,8 +44,8 @@ def test_lrvsf_checks_the_chosen_conditioning(tmp_path):
     cfg = LRVSFConfig(data_root=str(root), n_dists=(0,), cache_dir=str(tmp_path / "cache"),
                       conditioning="text", folds="seeded")
     with pytest.raises(ModelError, match="LRVS-F conditions its queries with text"):
-        evaluate_lrvsf(CategoryOnly(), cfg)
-    res = evaluate_lrvsf(CategoryOnly(), replace(cfg, conditioning="category"))
+        run_benchmark(CategoryOnly(), cfg)
+    res = run_benchmark(CategoryOnly(), replace(cfg, conditioning="category"))
     assert res.protocol["conditioning"] == "category"
 
 

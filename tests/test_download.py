@@ -15,7 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from condsim.benchmarks.lrvsf import LRVSFConfig, evaluate_lrvsf
+from condsim.benchmarks.lrvsf import LRVSFConfig
+from condsim.benchmarks.run import run_benchmark
 from condsim.cli.main import main
 from condsim.data.download import DownloadConfig, download_distractors, fetch_one, read_urls
 from condsim.errors import DataError
@@ -158,7 +159,7 @@ def test_downloaded_distractors_feed_the_benchmark(server, tmp_path):
     assert main(["download", "lrvsf-distractors", "--urls", str(_write_url_parquet(
         tmp_path, _urls(base))), "--data-root", str(root), "--shard-size", "5",
         "--threads", "2"]) == 0
-    res = evaluate_lrvsf(HashEncoder(), LRVSFConfig(
+    res = run_benchmark(HashEncoder(), LRVSFConfig(
         data_root=str(root), n_dists=(5,), folds="seeded", cache_dir=str(tmp_path / "c")))
     assert res.skipped["corrupt_distractors"] == 2  # the two failed URLs: null rows, counted
     assert res.protocol["n_distractors_available"] == len(SIZES) + 1

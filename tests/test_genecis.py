@@ -13,7 +13,8 @@ import torch
 import yaml
 from PIL import Image
 
-from condsim.benchmarks.genecis import GenecisConfig, evaluate_genecis
+from condsim.benchmarks.genecis import GenecisConfig
+from condsim.benchmarks.run import run_benchmark
 from condsim.cli.main import main
 from condsim.data.crops import ImageRef, crop_box, pad_to_square
 from condsim.data.genecis import TASKS
@@ -114,10 +115,10 @@ class OracleEncoder:
 
 
 def test_oracle_gets_100_and_constant_gets_exact_chance(gen_root, tmp_path):
-    res = evaluate_genecis(OracleEncoder(gen_root), _cfg(gen_root, tmp_path))
+    res = run_benchmark(OracleEncoder(gen_root), _cfg(gen_root, tmp_path))
     for m in res.metrics["tasks"].values():
         assert all(m["recall"][k]["mean"] == 1.0 for k in ("1", "2", "3"))
-    const = evaluate_genecis(ConstantEncoder(), _cfg(gen_root, tmp_path))
+    const = run_benchmark(ConstantEncoder(), _cfg(gen_root, tmp_path))
     for m in const.metrics["tasks"].values():
         assert m["gallery_size"] == 15
         for k in (1, 2, 3):
@@ -135,8 +136,8 @@ def test_shuffling_gallery_order_changes_nothing(gen_root, tmp_path, tiny_clip):
             # put the target somewhere in the gallery list: the metric must not care
             entry["gallery"] = list(rng.permutation(np.array(entry["gallery"], dtype=object)))
         (shuffled / f"{task}.json").write_text(json.dumps(data))
-    a = evaluate_genecis(tiny_clip, _cfg(gen_root, tmp_path))
-    b = evaluate_genecis(tiny_clip, _cfg(gen_root, tmp_path, annotations=str(shuffled)))
+    a = run_benchmark(tiny_clip, _cfg(gen_root, tmp_path))
+    b = run_benchmark(tiny_clip, _cfg(gen_root, tmp_path, annotations=str(shuffled)))
     for task in TASKS:
         assert a.metrics["tasks"][task]["per_query"] == b.metrics["tasks"][task]["per_query"]
 
@@ -187,10 +188,10 @@ def test_malformed_json_names_file_and_index(gen_root, tmp_path):
     del data[5]["condition"]
     path.write_text(json.dumps(data))
     with pytest.raises(DataError, match=r"focus_object.json entry 5: missing key"):
-        evaluate_genecis(ConstantEncoder(), _cfg(root, tmp_path))
+        run_benchmark(ConstantEncoder(), _cfg(root, tmp_path))
     path.write_text("[{not json")
     with pytest.raises(DataError, match="malformed JSON"):
-        evaluate_genecis(ConstantEncoder(), _cfg(root, tmp_path))
+        run_benchmark(ConstantEncoder(), _cfg(root, tmp_path))
 
 
 def test_duplicates_empty_gallery_and_bad_bbox(gen_root, tmp_path):
@@ -202,8 +203,8 @@ def test_duplicates_empty_gallery_and_bad_bbox(gen_root, tmp_path):
     data[4]["gallery"].append(data[4]["target"])  # as in the published change_object.json[19]
     path.write_text(json.dumps(data))
     with pytest.raises(DataError, match="entry 2: duplicate"):
-        evaluate_genecis(ConstantEncoder(), _cfg(root, tmp_path, on_duplicate="error"))
-    res = evaluate_genecis(ConstantEncoder(), _cfg(root, tmp_path))
+        run_benchmark(ConstantEncoder(), _cfg(root, tmp_path, on_duplicate="error"))
+    res = run_benchmark(ConstantEncoder(), _cfg(root, tmp_path))
     assert res.skipped["duplicate_candidates"]["change_attribute"] == 2
     per_q = res.metrics["tasks"]["change_attribute"]["per_query"]["1"]
     assert per_q[2] == pytest.approx(1 / 15) and per_q[4] == pytest.approx(1 / 15)
@@ -211,26 +212,26 @@ def test_duplicates_empty_gallery_and_bad_bbox(gen_root, tmp_path):
     data[3]["gallery"] = []
     path.write_text(json.dumps(data))
     with pytest.raises(DataError, match="entry 3: empty gallery"):
-        evaluate_genecis(ConstantEncoder(), _cfg(root, tmp_path))
+        run_benchmark(ConstantEncoder(), _cfg(root, tmp_path))
     data = json.loads(original)
     data[0]["target"]["instance_bbox"] = [300, 200, 500, 500]
     path.write_text(json.dumps(data))
     with pytest.raises(DataError, match=r"change_attribute.json entry 0 target: instance_bbox "
                                         r"\[300.0, 200.0, 500.0, 500.0\] lies outside"):
-        evaluate_genecis(ConstantEncoder(), _cfg(root, tmp_path / "c2"))
-    res = evaluate_genecis(ConstantEncoder(), _cfg(root, tmp_path / "c2", max_bad_boxes=1))
+        run_benchmark(ConstantEncoder(), _cfg(root, tmp_path / "c2"))
+    res = run_benchmark(ConstantEncoder(), _cfg(root, tmp_path / "c2", max_bad_boxes=1))
     assert res.skipped["boxes_outside"] == 1 and res.skipped["queries"]["change_attribute"] >= 1
     assert 0 not in res.metrics["tasks"]["change_attribute"]["query_ids"]
     data = json.loads(original)
     data[0]["target"]["instance_bbox"] = [0, 0, 0, 10]
     path.write_text(json.dumps(data))
     with pytest.raises(DataError, match="entry 0 target: invalid instance_bbox"):
-        evaluate_genecis(ConstantEncoder(), _cfg(root, tmp_path / "c2"))
+        run_benchmark(ConstantEncoder(), _cfg(root, tmp_path / "c2"))
     # mostly inside, crossing the right border: clamped by the crop formula, counted
     data = json.loads(original)
     data[0]["target"]["instance_bbox"] = [290, 10, 40, 40]
     path.write_text(json.dumps(data))
-    res = evaluate_genecis(ConstantEncoder(), _cfg(root, tmp_path / "c3"))
+    res = run_benchmark(ConstantEncoder(), _cfg(root, tmp_path / "c3"))
     assert res.skipped["boxes_clipped"] == 1 and res.skipped["boxes_checked"] > 0
 
 
@@ -240,8 +241,8 @@ def test_missing_images_counted_and_threshold(gen_root, tmp_path):
     victim = root / "coco" / "val2017" / f"{data[0]['target']['val_image_id']:012d}.jpg"
     victim.unlink()
     with pytest.raises(DataError, match="1 image file"):
-        evaluate_genecis(ConstantEncoder(), _cfg(root, tmp_path))
-    res = evaluate_genecis(ConstantEncoder(), _cfg(root, tmp_path, max_missing=1))
+        run_benchmark(ConstantEncoder(), _cfg(root, tmp_path))
+    res = run_benchmark(ConstantEncoder(), _cfg(root, tmp_path, max_missing=1))
     assert res.skipped["missing_files"] == 1
     assert res.skipped["queries"]["focus_object"] >= 1
     assert res.metrics["tasks"]["focus_object"]["n_queries"] == 12 - res.skipped["queries"][
@@ -250,12 +251,12 @@ def test_missing_images_counted_and_threshold(gen_root, tmp_path):
 
 def test_encoder_pass_ratio_at_default_size(tmp_path):
     root = write_genecis(tmp_path / "g", n_per_task=50, seed=1)
-    res = evaluate_genecis(ConstantEncoder(), _cfg(root, tmp_path))
+    res = run_benchmark(ConstantEncoder(), _cfg(root, tmp_path))
     assert res.protocol["encoder_passes"]["ratio"] >= 5.0
 
 
 def test_parent_folders_stand_for_val2017_and_vg_subfolders(gen_root, tmp_path):
-    res = evaluate_genecis(ConstantEncoder(), _cfg(
+    res = run_benchmark(ConstantEncoder(), _cfg(
         gen_root, tmp_path, coco_root=str(gen_root / "coco"), vg_roots=(str(gen_root / "vg"),)))
     assert res.skipped["missing_files"] == 0
     assert all(m["n_queries"] == 12 for m in res.metrics["tasks"].values())
@@ -267,8 +268,8 @@ def test_corrupt_images_count_with_missing_ones(gen_root, tmp_path):
     victim = root / "coco" / "val2017" / f"{data[1]['gallery'][3]['val_image_id']:012d}.jpg"
     victim.write_bytes(b"not a jpeg")
     with pytest.raises(DataError, match=r"1 image file\(s\) could not be decoded"):
-        evaluate_genecis(ConstantEncoder(), _cfg(root, tmp_path))
-    res = evaluate_genecis(ConstantEncoder(), _cfg(root, tmp_path, max_missing=1))
+        run_benchmark(ConstantEncoder(), _cfg(root, tmp_path))
+    res = run_benchmark(ConstantEncoder(), _cfg(root, tmp_path, max_missing=1))
     assert res.skipped["undecodable_files"] == 1 and res.skipped["missing_files"] == 0
     assert res.skipped["queries"]["change_object"] >= 1
     m = res.metrics["tasks"]["change_object"]

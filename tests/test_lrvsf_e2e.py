@@ -15,7 +15,8 @@ import torch
 import yaml
 from PIL import Image
 
-from condsim.benchmarks.lrvsf import LRVSFConfig, evaluate_lrvsf, load_folds, seeded_draw_rows
+from condsim.benchmarks.lrvsf import LRVSFConfig, load_folds, seeded_draw_rows
+from condsim.benchmarks.run import run_benchmark
 from condsim.cli.main import main
 from condsim.errors import DataError, EmbeddingError
 from condsim.results.run_result import load_result
@@ -80,7 +81,7 @@ def _brute(q, t, d, folds, draws, ks):
 
 def test_numbers_equal_brute_force_and_cache_is_reused(lrvsf_root, tmp_path, tiny_clip):
     cfg = _cfg(lrvsf_root, tmp_path / "cache", conditioning="text")
-    first = evaluate_lrvsf(tiny_clip, cfg, tmp_path / "a")
+    first = run_benchmark(tiny_clip, cfg, tmp_path / "a")
 
     # brute force from the same model, same folds and the same seeded draws
     from condsim.data.images import decode_image
@@ -114,7 +115,7 @@ def test_numbers_equal_brute_force_and_cache_is_reused(lrvsf_root, tmp_path, tin
 
     tiny_clip.encode_image_pixels = counting
     try:
-        second = evaluate_lrvsf(tiny_clip, cfg, tmp_path / "b")
+        second = run_benchmark(tiny_clip, cfg, tmp_path / "b")
     finally:
         del tiny_clip.encode_image_pixels
     assert calls["n"] == 0
@@ -211,14 +212,14 @@ def test_nan_model_fails_without_partial_results(lrvsf_root, tmp_path, tiny_clip
     tiny_clip.encode_image_pixels = lambda px: orig(px) * float("nan")
     try:
         with pytest.raises(EmbeddingError, match="NaN"):
-            evaluate_lrvsf(tiny_clip, _cfg(lrvsf_root, tmp_path / "c"), tmp_path / "out")
+            run_benchmark(tiny_clip, _cfg(lrvsf_root, tmp_path / "c"), tmp_path / "out")
     finally:
         del tiny_clip.encode_image_pixels
     assert not (tmp_path / "out" / "results.json").exists()
 
 
 def test_results_json_is_strict_json(lrvsf_root, tmp_path, tiny_clip):
-    evaluate_lrvsf(tiny_clip, _cfg(lrvsf_root, tmp_path / "c2"), tmp_path / "o")
+    run_benchmark(tiny_clip, _cfg(lrvsf_root, tmp_path / "c2"), tmp_path / "o")
     data = json.loads((tmp_path / "o" / "results.json").read_text())
     assert data["schema"] == "condsim.run/1" and data["model"]["name"] == "test/tiny-clip"
 
@@ -236,7 +237,7 @@ def test_same_category_recall_from_a_distractor_category_column(tmp_path, tiny_c
         pq.write_table(table.append_column("CATEGORY", pa.array(cats)), f)
     cfg = LRVSFConfig(data_root=str(root), n_dists=(20, 80), folds="seeded", num_workers=0,
                       cache_dir=str(tmp_path / "c"), dist_category_col="CATEGORY")
-    res = evaluate_lrvsf(tiny_clip, cfg)
+    res = run_benchmark(tiny_clip, cfg)
     same, plain = res.metrics["recall_same_category"], res.metrics["recall"]
     for n in ("20", "80"):
         for k in ("1", "10"):
@@ -245,4 +246,4 @@ def test_same_category_recall_from_a_distractor_category_column(tmp_path, tiny_c
     assert any(same[n][k]["mean"] > plain[n][k]["mean"] for n in same for k in same[n])
     assert res.protocol["dist_category_col"] == "CATEGORY"
     with pytest.raises(DataError, match="no column 'CAT'"):
-        evaluate_lrvsf(tiny_clip, LRVSFConfig(**{**cfg.__dict__, "dist_category_col": "CAT"}))
+        run_benchmark(tiny_clip, LRVSFConfig(**{**cfg.__dict__, "dist_category_col": "CAT"}))

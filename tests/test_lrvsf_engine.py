@@ -1,5 +1,7 @@
 """fold_recalls against a brute-force loop that builds every fold gallery and sorts it."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -265,7 +267,7 @@ def _brute_same_category(q, t, d, pcat, dcat, folds, draws, ks):
 @given(p=st.integers(2, 16), n=st.integers(1, 50), f=st.integers(1, 3), b=st.integers(1, 16),
        nd=st.integers(0, 80), seed=st.integers(0, 2**31 - 1))
 def test_same_category_recall_matches_brute_force(p, n, f, b, nd, seed):
-    from condsim.benchmarks.lrvsf import LRVSFConfig, same_category_recalls
+    from condsim.benchmarks.lrvsf import same_category_recalls
 
     rng = np.random.default_rng(seed)
     q, t = (rng.integers(-2, 3, (p, 3)).astype(np.float32) for _ in range(2))
@@ -275,7 +277,7 @@ def test_same_category_recall_matches_brute_force(p, n, f, b, nd, seed):
     dcat = [None if r == 3 else cats[r] for r in rng.integers(0, 4, n)]  # some unlabelled
     folds, draws = rng.integers(0, p, (f, b)), rng.integers(0, n, (f, nd))
     ks = [1, 2, 5]
-    cfg = LRVSFConfig(data_root="unused", ks=tuple(ks), block_size=7)
+    cfg = SimpleNamespace(ks=tuple(ks), block_size=7, device=None)
     got = same_category_recalls(q, t, d, pcat, dcat, folds, [draws], cfg)[:, 0, :]
     np.testing.assert_allclose(got, _brute_same_category(q, t, d, pcat, dcat, folds, draws, ks),
                                rtol=0, atol=1e-12)

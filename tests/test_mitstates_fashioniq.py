@@ -8,8 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from condsim.benchmarks.fashioniq import FashionIQConfig, evaluate_fashioniq
-from condsim.benchmarks.mitstates import MitStatesConfig, evaluate_mitstates, read_test_images
+from condsim.benchmarks.fashioniq import FashionIQConfig
+from condsim.benchmarks.mitstates import MitStatesConfig, read_test_images
+from condsim.benchmarks.run import run_benchmark
 from condsim.cli.main import main
 from condsim.errors import DataError
 from condsim.metrics.recall import expected_any_hit_at_k
@@ -38,7 +39,7 @@ def test_mitstates_split_and_chance(tmp_path):
     items = read_test_images(root)
     assert {n for _, n, _ in items} == {"clock", "table", "glass", "window"}
     assert all(a != "adj" for a, _, _ in items)
-    res = evaluate_mitstates(ConstantEncoder(), MitStatesConfig(root=str(root), cache_dir=str(
+    res = run_benchmark(ConstantEncoder(), MitStatesConfig(root=str(root), cache_dir=str(
         tmp_path / "c"), n_bootstrap=100))
     # constant scores: 3 relevant among N - 1 candidates, all tied
     n = len(items) - 1
@@ -51,7 +52,7 @@ def test_mitstates_split_and_chance(tmp_path):
 
 def test_fashioniq_join_rules_and_cli(tmp_path):
     root = write_fashioniq(tmp_path / "fiq", n_pairs=10)
-    res = evaluate_fashioniq(ConstantEncoder(), FashionIQConfig(root=str(root), cache_dir=str(
+    res = run_benchmark(ConstantEncoder(), FashionIQConfig(root=str(root), cache_dir=str(
         tmp_path / "c"), n_bootstrap=100))
     for m in res.metrics["categories"].values():
         assert m["recall"]["10"]["mean"] == pytest.approx(10 / m["gallery_size"])
@@ -68,7 +69,7 @@ def test_fashioniq_join_rules_and_cli(tmp_path):
     data[3]["target"] = "BNOPE"
     cap.write_text(json.dumps(data))
     with pytest.raises(DataError, match="entry 3: 'BNOPE'"):
-        evaluate_fashioniq(ConstantEncoder(), FashionIQConfig(root=str(root)))
+        run_benchmark(ConstantEncoder(), FashionIQConfig(root=str(root)))
 
 
 def test_mitstates_records_failures_with_the_best_relevant_image_as_target(tmp_path, tiny_clip):
@@ -80,7 +81,7 @@ def test_mitstates_records_failures_with_the_best_relevant_image_as_target(tmp_p
     from condsim.results.failures import is_case
 
     root = write_mitstates(tmp_path / "mit", per_class=3, seed=0)
-    res = evaluate_mitstates(tiny_clip, MitStatesConfig(root=str(root), n_bootstrap=20,
+    res = run_benchmark(tiny_clip, MitStatesConfig(root=str(root), n_bootstrap=20,
                                                         cache_dir=str(tmp_path / "c"),
                                                         query_block=7))
     cases = res.extra["failures"]

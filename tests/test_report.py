@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from condsim.benchmarks.genecis import GenecisConfig, evaluate_genecis
-from condsim.benchmarks.lrvsf import LRVSFConfig, evaluate_lrvsf
+from condsim.benchmarks.genecis import GenecisConfig
+from condsim.benchmarks.lrvsf import LRVSFConfig
+from condsim.benchmarks.run import run_benchmark
 from condsim.cli.main import main
 from condsim.data.lrvsf import read_products
 from condsim.errors import DataError
@@ -42,10 +43,10 @@ def world(tmp_path_factory, tiny_clip) -> dict[str, Path]:
     g = write_genecis(tmp / "g", n_per_task=8, seed=0)
     image_only = create_model("combine:image-only/test/tiny-clip", device="cpu")
     for name, model in (("tiny", tiny_clip), ("img", image_only)):
-        evaluate_lrvsf(model, LRVSFConfig(data_root=str(tmp / "lr"), n_dists=(20, 80),
+        run_benchmark(model, LRVSFConfig(data_root=str(tmp / "lr"), n_dists=(20, 80),
                                           folds="seeded", num_workers=0,
                                           cache_dir=str(tmp / "c")), tmp / "runs" / f"lr_{name}")
-        evaluate_genecis(model, GenecisConfig(
+        run_benchmark(model, GenecisConfig(
             annotations=str(g / "annotations"), coco_root=str(g / "coco" / "val2017"),
             vg_roots=(str(g / "vg" / "VG_100K"), str(g / "vg" / "VG_100K_2")),
             cache_dir=str(tmp / "c"), n_bootstrap=100), tmp / "runs" / f"g_{name}")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from condsim.cli.main import main
-from condsim.errors import DataError
+from condsim.errors import CondsimError, DataError
 from condsim.results.run_result import load_result
 from condsim.suite import read_suite
 from condsim.synthetic.cirr import write_cirr
@@ -97,7 +97,7 @@ def test_bad_suite_files_fail_before_anything_runs(data, tmp_path):
     for message, text in bad.items():
         path = tmp_path / "s.yaml"
         path.write_text(text)
-        with pytest.raises(DataError, match=message.replace("[", r"\[").replace("]", r"\]")
+        with pytest.raises(CondsimError, match=message.replace("[", r"\[").replace("]", r"\]")
                            .replace("(", r"\(").replace(")", r"\)")):
             read_suite(path)
     with pytest.raises(DataError, match="not found"):
@@ -117,7 +117,7 @@ def test_evaluate_runs_one_benchmark_from_keyword_config(data, tmp_path):
                            data_root=str(data / "lrvsf"), n_dists=[10], folds="seeded",
                            cache_dir=str(tmp_path / "c"), num_workers=0)
     assert res.protocol["n_dists"] == [10] and (tmp_path / "run" / "results.json").is_file()
-    with pytest.raises(DataError, match="Did you mean 'cirr'"):
+    with pytest.raises(CondsimError, match="Did you mean 'cirr'"):
         condsim.evaluate("test/tiny-clip", "cir", root="x")
-    with pytest.raises(DataError, match=r"unknown field\(s\) \['dataroot'\]"):
+    with pytest.raises(CondsimError, match=r"unknown field\(s\) \['dataroot'\]"):
         condsim.evaluate("test/tiny-clip", "lrvsf", dataroot="x")

@@ -1,8 +1,8 @@
 """condsim: exact, fast, reproducible conditional image similarity benchmarks and training."""
 
+from condsim.benchmarks.run import evaluate
 from condsim.errors import CondsimError, DataError
 from condsim.registry import create_model, list_models, register_model
-from condsim.suite import evaluate
 
 __version__ = "0.1.0"
 

@@ -23,9 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from condsim.benchmarks.cirr import CirrConfig, evaluate_cirr
-from condsim.benchmarks.genecis import GenecisConfig, evaluate_genecis
-from condsim.benchmarks.lrvsf import LRVSFConfig, evaluate_lrvsf
+from condsim.benchmarks.cirr import CirrConfig
+from condsim.benchmarks.genecis import GenecisConfig
+from condsim.benchmarks.lrvsf import LRVSFConfig
+from condsim.benchmarks.run import run_benchmark
 from condsim.progress import ProgressFactory, no_progress
 from condsim.registry import create_model
 from condsim.results.run_result import RunResult, atomic_write_text
@@ -104,13 +105,13 @@ def run_demo(
             cfg = LRVSFConfig(data_root=str(data / "lrvsf"), conditioning=conditioning,
                               n_dists=spec.n_dists, seed=seed, folds="seeded",
                               num_workers=workers, cache_dir=str(out / "cache"))
-            runs[name] = evaluate_lrvsf(model, cfg, _run_dir(out, bench, name),
+            runs[name] = run_benchmark(model, cfg, _run_dir(out, bench, name),
                                         progress=progress)
     if train:
         models[COMBINER] = _train_combiner(out, data / "cirr", seed, progress, models)
     cirr: dict[str, RunResult] = {}
     for name in [*BASELINES, *([COMBINER] if train else [])]:
-        cirr[name] = evaluate_cirr(models[name], CirrConfig(
+        cirr[name] = run_benchmark(models[name], CirrConfig(
             root=str(data / "cirr"), seed=seed, cache_dir=str(out / "cache"), n_bootstrap=500),
             _run_dir(out, "cirr", name), progress=progress)
     genecis: dict[str, RunResult] = {}
@@ -121,7 +122,7 @@ def run_demo(
             vg_roots=(str(g / "vg" / "VG_100K"), str(g / "vg" / "VG_100K_2")), seed=seed,
             num_workers=0, cache_dir=str(out / "cache"), n_bootstrap=500,
         )
-        genecis[name] = evaluate_genecis(models[name], cfg_g, _run_dir(out, "genecis", name),
+        genecis[name] = run_benchmark(models[name], cfg_g, _run_dir(out, "genecis", name),
                                          progress=progress)
     summary = summarize(lrvsf, spec.n_dists[0])
     text_summary = summarize(lrvsf_text, spec.n_dists[0])

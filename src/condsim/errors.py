@@ -17,3 +17,7 @@ class ModelError(CondsimError):
 
 class EmbeddingError(CondsimError):
     """A model returned embeddings of the wrong shape or with non-finite values."""
+
+
+class ConfigError(CondsimError):
+    """A benchmark or command option has a wrong type, range or name."""

@@ -112,27 +112,36 @@ def _create(name: str, kwargs: dict[str, Any]) -> Any:
     )
 
 
-def register_benchmark(name: str) -> Callable[[Any], Any]:
-    """Decorator registering a benchmark class (with a ``meta`` attribute) under ``name``."""
-
-    def deco(cls: Any) -> Any:
-        _BENCHMARKS[name] = cls
-        return cls
-
-    return deco
+def register_benchmark(spec: Any) -> Any:
+    """Register a :class:`~condsim.benchmarks.spec.BenchmarkSpec` under ``spec.name``;
+    a second spec under the same name is refused."""
+    if spec.name in _BENCHMARKS and _BENCHMARKS[spec.name] is not spec:
+        raise ModelError(f"a benchmark named {spec.name!r} is already registered")
+    _BENCHMARKS[spec.name] = spec
+    return spec
 
 
 def get_benchmark(name: str) -> Any:
-    """The benchmark class registered as ``name`` (did-you-mean on a typo)."""
-    _load_builtins(_BUILTIN_BENCHMARK_MODULES)
-    if name not in _BENCHMARKS:
-        raise ModelError(
-            f"Unknown benchmark {name!r}.{did_you_mean(name, list(_BENCHMARKS))} "
+    """The :class:`~condsim.benchmarks.spec.BenchmarkSpec` named ``name`` (did-you-mean on a
+    typo)."""
+    spec = find_benchmark(name)
+    if spec is None:
+        from condsim.errors import ConfigError
+
+        raise ConfigError(
+            f"unknown benchmark {name!r}.{did_you_mean(name, list(_BENCHMARKS))} "
             f"Known: {', '.join(sorted(_BENCHMARKS))}"
         )
-    return _BENCHMARKS[name]
+    return spec
 
 
-def list_benchmarks() -> list[str]:
+def find_benchmark(name: str) -> Any:
+    """The spec named ``name``, or ``None``."""
     _load_builtins(_BUILTIN_BENCHMARK_MODULES)
-    return sorted(_BENCHMARKS)
+    return _BENCHMARKS.get(name)
+
+
+def list_benchmarks() -> list[Any]:
+    """Every registered :class:`~condsim.benchmarks.spec.BenchmarkSpec`, sorted by name."""
+    _load_builtins(_BUILTIN_BENCHMARK_MODULES)
+    return [_BENCHMARKS[n] for n in sorted(_BENCHMARKS)]

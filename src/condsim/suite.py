@@ -30,31 +30,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from condsim.errors import CondsimError, DataError
+from condsim.errors import CondsimError, ConfigError, DataError
 from condsim.progress import ProgressFactory, no_progress
 from condsim.results.run_result import atomic_write_text
 
 logger = logging.getLogger(__name__)
-
-
-def _benchmarks() -> dict[str, tuple[type, Callable[..., Any]]]:
-    from condsim.benchmarks.circo import CircoConfig, evaluate_circo
-    from condsim.benchmarks.cirr import CirrConfig, evaluate_cirr
-    from condsim.benchmarks.fashioniq import FashionIQConfig, evaluate_fashioniq
-    from condsim.benchmarks.genecis import GenecisConfig, evaluate_genecis
-    from condsim.benchmarks.lrvsf import LRVSFConfig, evaluate_lrvsf
-    from condsim.benchmarks.mitstates import MitStatesConfig, evaluate_mitstates
-
-    return {"lrvsf": (LRVSFConfig, evaluate_lrvsf), "genecis": (GenecisConfig, evaluate_genecis),
-            "cirr": (CirrConfig, evaluate_cirr), "circo": (CircoConfig, evaluate_circo),
-            "fashioniq": (FashionIQConfig, evaluate_fashioniq),
-            "mitstates": (MitStatesConfig, evaluate_mitstates)}
 
 
 @dataclass(frozen=True)
@@ -64,55 +49,6 @@ class SuiteRun:
     benchmark: str
     name: str
     config: Any
-
-
-def _coerce(cls: type, fields: dict[str, Any], where: str) -> Any:
-    """``cls(**fields)`` with YAML lists turned into the tuples the configs hold, and every
-    unknown or missing field named."""
-    hints = typing.get_type_hints(cls)
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(fields) - set(known))
-    if unknown:
-        raise DataError(f"{where}: unknown field(s) {unknown}; {cls.__name__} takes "
-                        f"{sorted(known)}")
-    required = [n for n, f in known.items() if f.default is dataclasses.MISSING
-                and f.default_factory is dataclasses.MISSING]  # type: ignore[misc]
-    missing = [n for n in required if n not in fields]
-    if missing:
-        raise DataError(f"{where}: missing required field(s) {missing}")
-    values = {}
-    for name, value in fields.items():
-        if isinstance(value, list) and "tuple" in str(hints.get(name, "")):
-            value = tuple(value)
-        values[name] = value
-    try:
-        return cls(**values)
-    except (TypeError, ValueError) as exc:
-        raise DataError(f"{where}: {exc}") from exc
-
-
-def evaluate(model: Any, benchmark: str, out_dir: str | Path | None = None, *,
-             progress: ProgressFactory = no_progress, **config: Any) -> Any:
-    """Run one benchmark: ``condsim.evaluate("hf:/models/clip", "cirr", root="/data/cirr")``.
-
-    ``model`` is a model name or an encoder object; ``config`` holds the fields of the
-    benchmark's config (as in a suite file; lists become tuples). Returns the
-    :class:`~condsim.results.run_result.RunResult` and, with ``out_dir``, writes its
-    ``results.json``."""
-    benchmarks = _benchmarks()
-    if benchmark not in benchmarks:
-        from condsim.registry import did_you_mean
-
-        hint = did_you_mean(benchmark, list(benchmarks))
-        raise DataError(f"unknown benchmark {benchmark!r}.{hint} "
-                        f"Known: {', '.join(sorted(benchmarks))}")
-    cls, run = benchmarks[benchmark]
-    cfg = _coerce(cls, config, f"condsim.evaluate({benchmark!r})")
-    if isinstance(model, str):
-        from condsim.registry import create_model
-
-        model = create_model(model)
-    return run(model, cfg, out_dir, progress=progress)
 
 
 def read_suite(path: str | Path) -> list[SuiteRun]:
@@ -128,7 +64,8 @@ def read_suite(path: str | Path) -> list[SuiteRun]:
         raise DataError(f"{p}: malformed YAML ({exc})") from exc
     if not isinstance(raw, list) or not raw:
         raise DataError(f"{p}: expected a non-empty list of runs (- benchmark: ... entries)")
-    benchmarks = _benchmarks()
+    from condsim.registry import get_benchmark
+
     runs: list[SuiteRun] = []
     for i, entry in enumerate(raw):
         where = f"{p} run {i + 1}"
@@ -136,11 +73,12 @@ def read_suite(path: str | Path) -> list[SuiteRun]:
             raise DataError(f"{where}: expected a mapping with a 'benchmark' key")
         fields = dict(entry)
         bench = str(fields.pop("benchmark"))
-        if bench not in benchmarks:
-            raise DataError(f"{where}: unknown benchmark {bench!r}; known: "
-                            f"{', '.join(sorted(benchmarks))}")
+        try:
+            spec = get_benchmark(bench)
+        except CondsimError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
         name = str(fields.pop("name", ""))
-        cfg = _coerce(benchmarks[bench][0], fields, f"{where} ({bench})")
+        cfg = spec.make_config(f"{where} ({bench})", **fields)
         runs.append(SuiteRun(bench, name, cfg))
     unnamed: dict[str, int] = {}
     for r in runs:
@@ -161,10 +99,9 @@ def read_suite(path: str | Path) -> list[SuiteRun]:
 
 
 def _variant(run: SuiteRun) -> str:
-    from condsim.results.leaderboard import VARIANT_KEYS
+    from condsim.registry import get_benchmark
 
-    key = VARIANT_KEYS.get(run.benchmark)
-    return str(getattr(run.config, key, "")) if key else ""
+    return get_benchmark(run.benchmark).variant_of(run.config)
 
 
 def model_slug(name: str) -> str:
@@ -180,9 +117,9 @@ def run_suite(
     """Evaluate every model on every run (see the module docstring); returns the rows of
     ``suite.json``: model, run, benchmark, status (``done`` / ``kept`` / ``failed``), headline
     or error, and the results folder."""
+    from condsim.benchmarks.run import run_benchmark
     from condsim.results.run_result import load_result
 
-    benchmarks = _benchmarks()
     out = Path(out_dir)
     rows: list[dict[str, Any]] = []
     for model_name in models:
@@ -201,11 +138,11 @@ def run_suite(
                 updates["cache_dir"] = cache_dir
             if num_workers is not None and hasattr(cfg, "num_workers"):
                 updates["num_workers"] = num_workers
-            cfg = dataclasses.replace(cfg, **updates)
+            cfg = dataclasses.replace(cfg, **updates)  # re-checked by the config
             try:
                 if model is None:
                     model = make_model(model_name)
-                result = benchmarks[run.benchmark][1](model, cfg, folder, progress=progress)
+                result = run_benchmark(model, cfg, folder, progress=progress)
                 row.update(status="done", headline=result.headline)
             except CondsimError as exc:
                 logger.error("%s on %s failed: %s", model_name, run.name, exc)

@@ -12,47 +12,51 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from condsim.benchmarks.base import BenchmarkMeta, register_function_benchmark
-from condsim.benchmarks.retrieval import FileDigests, encode_unique, save_run, summarize_recalls
-from condsim.cache.store import EmbeddingCache
+from condsim.benchmarks.protocol import (
+    CIRSplit,
+    MissingBudget,
+    encode_split,
+    failure_cases,
+    make_result,
+    open_cache,
+    per_query_block,
+    rank_split,
+    summarize,
+    top_candidates,
+)
+from condsim.benchmarks.spec import BenchmarkSpec, Pairing, SharedOptions, option
 from condsim.data.crops import ImageRef
 from condsim.data.jsonio import load_json
 from condsim.errors import DataError
-from condsim.metrics.ap import map_at_ks
-from condsim.metrics.recall import expected_recall_at_k
+from condsim.metrics.ap import expected_ap_from_ranks
+from condsim.metrics.recall import recall_from_counts
 from condsim.models.base import require_condition_kind
-from condsim.paths import default_cache_dir
 from condsim.progress import ProgressFactory, no_progress
+from condsim.registry import register_benchmark
 from condsim.results.run_result import RunResult, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
 KS = (5, 10, 25, 50)
-META = BenchmarkMeta(
-    name="circo", description="CIRCO val: mAP@K with multiple ground truths",
-    main_score="map_at_10", split="val", protocol_version="1",
-    reference="https://github.com/miccunifi/CIRCO",
-)
 
 
-@dataclass
-class CircoConfig:
-    root: str  # holds annotations/{val,test}.json and unlabeled2017/
-    split: str = "val"
-    remove_reference: bool = True
-    seed: int = 0
-    n_bootstrap: int = 1000
-    max_missing: int = 0
-    batch_size: int = 64
-    num_workers: int = 0
-    cache_dir: str | None = None
-    query_block: int = 256
+@dataclass(frozen=True, kw_only=True)
+class CircoConfig(SharedOptions):
+    root: str = option(path=True, help="Folder with annotations/{val,test}.json and "
+                       "unlabeled2017/ (or COCO2017_unlabeled/unlabeled2017/).")
+    split: str = option("val", choices=("val", "test"),
+                        help="val (scored) | test (writes the top-50 submission to --out).")
+    remove_reference: bool = option(True, off_flag="--keep-reference",
+                                    help="Remove the reference image from its ranking.")
+    query_block: int = option(1024, ge=1, help="Queries scored together (memory: "
+                              "query_block x gallery_block scores).")
+    gallery_block: int = option(8192, ge=1, help="Gallery rows read at a time.")
 
 
 def _read(cfg: CircoConfig) -> tuple[list[dict[str, Any]], list[int], dict[str, int]]:
@@ -130,110 +134,130 @@ def _listed_ids(root: str | Path) -> list[int] | None:
     return None
 
 
-@dataclass
-class _Encoded:
-    data: list[dict[str, Any]]
-    ids: list[int]
-    queries: np.ndarray  # (Q, D)
-    gallery: np.ndarray  # (N, D)
-    ref_cols: np.ndarray  # (Q,) gallery column of each query's reference
-    skipped: dict[str, int]
-
-    def scores(self, start: int, stop: int, remove_reference: bool) -> np.ndarray:
-        """Scores of queries ``start:stop`` against the gallery (float64); the reference
-        at ``-inf`` when removed."""
-        s = (self.queries[start:stop] @ self.gallery.T).astype(np.float64)
-        if remove_reference:
-            s[np.arange(stop - start), self.ref_cols[start:stop]] = -np.inf
-        return s
-
-
-def _encode(model: Any, cfg: CircoConfig, progress: ProgressFactory) -> _Encoded:
-    require_condition_kind(model, "text", "CIRCO")
+def read_split(cfg: CircoConfig) -> CIRSplit:
+    """CIRCO as a :class:`CIRSplit`: relevant = the ground truths (``target_img_id`` first),
+    the reference excluded when ``remove_reference``. On test, the reference stands in as
+    the (unused) relevant item."""
     data, ids, skipped = _read(cfg)
     folder = gallery_folder(cfg.root)
-    refs = [ImageRef(str(folder / f"{i:012d}.jpg")) for i in ids]
-    cache = EmbeddingCache(cfg.cache_dir or default_cache_dir(), model.meta)
-    digests = FileDigests()
-    enc = {"batch_size": cfg.batch_size, "num_workers": cfg.num_workers}
-    g, g_err, _ = encode_unique(model, cache, refs, digests,
-                                progress=progress("encode CIRCO gallery", len(refs)),
-                                what="CIRCO gallery", **enc)
     col = {i: j for j, i in enumerate(ids)}
-    ref_cols = np.array([col[int(e["reference_img_id"])] for e in data])
-    q, q_err, _ = encode_unique(model, cache, [refs[c] for c in ref_cols], digests,
-                                [str(e["relative_caption"]) for e in data], what="CIRCO queries",
-                                progress=progress("encode CIRCO queries", len(data)), **enc)
-    if g_err or q_err:
-        raise DataError(f"CIRCO: {len(g_err) + len(q_err)} images cannot be decoded; first: "
-                        f"{next(iter({**g_err, **q_err}.values()))}")
-    return _Encoded(data, ids, q, g, ref_cols, skipped)
-
-
-def evaluate_circo(model: Any, cfg: CircoConfig, out_dir: str | Path | None = None, *,
-                   progress: ProgressFactory = no_progress) -> RunResult:
-    """Score CIRCO val and (with ``out_dir``) write ``results.json``."""
-    if cfg.split != "val":
-        raise DataError("CIRCO test has no ground truth: use write_submission")
-    enc = _encode(model, cfg, progress)
-    data, ids = enc.data, enc.ids
-    scores = enc.scores(0, len(data), cfg.remove_reference)
-    col = {i: j for j, i in enumerate(ids)}
-    gts = [np.array([col[int(i)] for i in dict.fromkeys(e["gt_img_ids"])]) for e in data]
-    ap = map_at_ks(scores, gts, KS)
-    rec = expected_recall_at_k(scores, np.array([col[int(e["target_img_id"])] for e in data]),
-                               KS)
-    aspects: dict[str, list[float]] = {}
-    for e, row in zip(data, ap[:, KS.index(10)], strict=True):
-        for a in e.get("semantic_aspects", []) or []:
-            aspects.setdefault(str(a), []).append(float(row))
-    metrics = {
-        "map": summarize_recalls(ap, KS, seed=cfg.seed, n_resamples=cfg.n_bootstrap),
-        "recall": summarize_recalls(rec, KS, seed=cfg.seed + 5, n_resamples=cfg.n_bootstrap),
-        "semantic_map_at_10": {a: float(np.mean(v)) for a, v in sorted(aspects.items())},
-        "n_queries": len(data), "gallery_size": len(ids),
-        "per_query": {"map_at_10": ap[:, KS.index(10)].tolist()},
-        "query_ids": [e["id"] for e in data],
-    }
-    from condsim.results.failures import collect_failures, file_ref
-
-    folder = gallery_folder(cfg.root)
-    failures = collect_failures(
-        scores, np.array([col[int(e["target_img_id"])] for e in data]),
-        query_image=lambda i: file_ref(folder / f"{int(data[i]['reference_img_id']):012d}.jpg"),
-        condition=lambda i: str(data[i]["relative_caption"]),
-        candidate_image=lambda i, j: file_ref(folder / f"{ids[j]:012d}.jpg"),
-        query_ids=[e["id"] for e in data], limit=12)
-    res = RunResult(
-        benchmark="circo", model=model.meta.to_dict(),
-        protocol={**META.to_dict(), "ks": list(KS), "reference_removed": cfg.remove_reference,
-                  "tie_rule": "expected mAP and recall under random tie-breaking",
-                  "bootstrap": {"n_resamples": cfg.n_bootstrap, "seed": cfg.seed}},
-        seed=cfg.seed, headline={"name": "map_at_10", **metrics["map"]["10"]},
-        metrics=metrics, skipped=enc.skipped, extra={"config": asdict(cfg), "failures": failures},
+    labelled = cfg.split == "val"
+    relevant, excluded = [], []
+    for e in data:
+        ref = col[int(e["reference_img_id"])]
+        if labelled:
+            gts = [int(e["target_img_id"])] + [int(i) for i in e["gt_img_ids"]]
+            rel = [col[i] for i in dict.fromkeys(gts)]
+            if ref in rel and cfg.remove_reference:
+                raise DataError(f"CIRCO query {e['id']}: its reference is a ground truth")
+        else:
+            rel = [ref]
+        relevant.append(rel)
+        excluded.append([ref] if cfg.remove_reference and labelled else [])
+    return CIRSplit(
+        label=f"CIRCO {cfg.split}",
+        gallery=[ImageRef(str(folder / f"{i:012d}.jpg")) for i in ids],
+        queries=[ImageRef(str(folder / f"{int(e['reference_img_id']):012d}.jpg")) for e in data],
+        conditions=[str(e["relative_caption"]) for e in data],
+        query_ids=[e["id"] for e in data], relevant=relevant, excluded=excluded,
+        extra={"ids": ids, "aspects": [e.get("semantic_aspects") or [] for e in data],
+               "read_skipped": skipped, "refs": [col[int(e["reference_img_id"])] for e in data]},
     )
-    save_run(res, out_dir)
-    return res
+
+
+def _encoded(model: Any, cfg: CircoConfig, progress: ProgressFactory) -> tuple[Any, Any, Any]:
+    require_condition_kind(model, "text", "CIRCO")
+    split = read_split(cfg)
+    cache = open_cache(model, cfg)
+    budget = MissingBudget(max(0, cfg.max_missing - split.extra["read_skipped"]
+                               ["missing_files"]))
+    return encode_split(model, cache, split, cfg, budget, progress), budget, cache
+
+
+def evaluate(model: Any, cfg: CircoConfig, *, progress: ProgressFactory = no_progress
+             ) -> RunResult:
+    """Score CIRCO val (module docstring)."""
+    if cfg.split != "val":
+        raise DataError("CIRCO test has no ground truth: use write_submission / "
+                        "`condsim eval circo --split test --out DIR`")
+    enc, budget, cache = _encoded(model, cfg, progress)
+    split = enc.split
+    ranks = rank_split(enc, cfg, progress=progress)
+    ap = np.zeros((len(split.queries), len(KS)))
+    for q in range(len(split.queries)):
+        n = int(ranks.n_relevant[q])
+        ap[q] = expected_ap_from_ranks(ranks.scores[q, :n], ranks.greater[q, :n],
+                                       ranks.ties[q, :n], n, KS)
+    g, t = ranks.target_counts(np.zeros(len(split.queries), np.int64))
+    rec = recall_from_counts(g, t, KS)
+    aspects: dict[str, list[float]] = {}
+    for names, row in zip(split.extra["aspects"], ap[:, KS.index(10)], strict=True):
+        for a in names:
+            aspects.setdefault(str(a), []).append(float(row))
+    per_query = {"map": (ap, KS), "recall": (rec, KS)}
+    read_skipped = split.extra["read_skipped"]
+    metrics = {
+        **summarize(per_query, seed=cfg.seed, n_resamples=cfg.n_bootstrap),
+        "semantic_map_at_10": {a: float(np.mean(v)) for a, v in sorted(aspects.items())},
+        "n_queries": len(split.queries), "gallery_size": enc.gallery_size,
+        **per_query_block({"map": (ap[:, 1:2], KS[1:2])}, split.query_ids),
+    }
+    counts = budget.counts()
+    counts["missing_files"] += read_skipped["missing_files"]
+    return make_result(
+        SPEC, model, cfg, metrics,
+        protocol={"ks": list(KS), "reference_removed": cfg.remove_reference,
+                  "tie_rule": "expected mAP and recall under random tie-breaking"},
+        skipped={**counts, "queries": read_skipped["queries"] + enc.skipped_queries},
+        failures=failure_cases(split, ranks), cache=cache,
+        extra={"n_ground_truths": ranks.n_relevant.tolist()})
 
 
 def write_submission(model: Any, cfg: CircoConfig, out_dir: str | Path, *,
                      progress: ProgressFactory = no_progress) -> Path:
     """``{"<query id>": [top-50 image ids]}`` for every query (reference excluded unless
-    ``remove_reference`` is off), scored in blocks of ``query_block`` queries."""
-    enc = _encode(model, cfg, progress)
-    if enc.skipped["queries"]:
-        logger.warning("CIRCO %s submission: %d queries skipped (missing images); the server "
-                       "expects every query id", cfg.split, enc.skipped["queries"])
-    sub = {}
-    for start in range(0, len(enc.data), cfg.query_block):
-        stop = min(len(enc.data), start + cfg.query_block)
-        scores = enc.scores(start, stop, cfg.remove_reference)
-        for i in range(stop - start):
-            order = np.argsort(-scores[i], kind="stable")[:51]
-            sub[str(enc.data[start + i]["id"])] = [
-                enc.ids[j] for j in order if np.isfinite(scores[i, j])][:50]
+    ``remove_reference`` is off), ranked by the row-dot rule ``query_block`` queries at a
+    time."""
+    enc, _, _ = _encoded(model, cfg, progress)
+    split = enc.split
+    if enc.skipped_queries or split.extra["read_skipped"]["queries"]:
+        logger.warning("CIRCO %s submission: queries skipped (missing images); the server "
+                       "expects every query id", cfg.split)
+    ids = split.extra["ids"]
+    tops = top_candidates(enc, cfg, 50, include_relevant=cfg.split == "val" or not
+                          cfg.remove_reference,
+                          progress=progress)
+    sub = {str(qid): [ids[c] for c in cols] for qid, cols in zip(split.query_ids, tops,
+                                                                    strict=True)}
     return atomic_write_text(Path(out_dir) / f"circo_{cfg.split}_submission.json",
                              json.dumps(sub))
 
 
-CircoBenchmark = register_function_benchmark("circo", META, evaluate_circo)
+def _synthetic(out: Path, seed: int) -> dict[str, Any]:
+    from condsim.synthetic.circo import write_circo
+
+    return {"root": str(write_circo(out, n_queries=30, seed=seed))}
+
+
+def _chance(result: RunResult) -> float:
+    """mAP@10 of a constant model: every candidate ties, so each of the ``n`` gallery items
+    (reference removed) is at each position with probability ``1/n``; a query with ``R``
+    ground truths has ``E[rel_i R_i] = (R/n) (1 + (i-1)(R-1)/(n-1))`` at position ``i``, and
+    ``E[AP@10] = sum_{i<=10} E[rel_i R_i] / i / min(R, 10)``."""
+    n = result.metrics["gallery_size"] - (1 if result.protocol["reference_removed"] else 0)
+    aps = []
+    for r in result.extra["n_ground_truths"]:
+        total = sum((r / n) * (1 + (i - 1) * (r - 1) / (n - 1)) / i for i in range(1, 11))
+        aps.append(total / min(r, 10))
+    return float(np.mean(aps))
+
+
+SPEC = register_benchmark(BenchmarkSpec(
+    name="circo", description="CIRCO val: mAP@K with multiple ground truths",
+    main_score="map_at_10", split="val", protocol_version="1",
+    reference="https://github.com/miccunifi/CIRCO",
+    dataset_type="miccunifi/CIRCO", dataset_name="CIRCO",
+    config=CircoConfig, evaluate=evaluate, synthetic=_synthetic,
+    pairing=Pairing("queries", "mAP@10", "map_at_10"),
+    submit=write_submission, submit_splits=("test",), chance=_chance,
+))

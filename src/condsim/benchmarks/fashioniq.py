@@ -12,29 +12,30 @@ Recall is tie-safe (:func:`condsim.metrics.expected_recall_at_k`).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from condsim.benchmarks.base import BenchmarkMeta, register_function_benchmark
-from condsim.benchmarks.retrieval import (
-    FileDigests,
-    average_ci,
-    encode_unique,
-    save_run,
-    summarize_recalls,
+from condsim.benchmarks.protocol import (
+    CIRSplit,
+    MissingBudget,
+    encode_split,
+    failure_cases,
+    make_result,
+    open_cache,
+    rank_split,
 )
-from condsim.cache.store import EmbeddingCache
+from condsim.benchmarks.retrieval import average_ci, summarize_recalls
+from condsim.benchmarks.spec import BenchmarkSpec, Pairing, SharedOptions, option
 from condsim.data.crops import ImageRef
 from condsim.data.jsonio import load_json
 from condsim.errors import DataError
-from condsim.metrics.recall import expected_recall_at_k
+from condsim.metrics.recall import recall_from_counts
 from condsim.models.base import require_condition_kind
-from condsim.paths import default_cache_dir
 from condsim.progress import ProgressFactory, no_progress
-from condsim.results.failures import collect_failures, file_ref
+from condsim.registry import register_benchmark
 from condsim.results.run_result import RunResult
 
 KS = (10, 50)
@@ -51,24 +52,16 @@ JOIN_RULES: dict[str, Callable[[Sequence[str]], str]] = {
     "and": lambda c: f"{c[0]} and {c[1]}", "dot": lambda c: f"{c[0]}. {c[1]}",
     "first": lambda c: c[0], "clip4cir": _clip4cir_join,
 }
-META = BenchmarkMeta(
-    name="fashioniq", description="FashionIQ val: R@10/50 per category",
-    main_score="average_recall", split="val", protocol_version="1",
-    reference="https://github.com/XiaoxiaoGuo/fashion-iq",
-)
 
 
-@dataclass
-class FashionIQConfig:
-    root: str
-    categories: tuple[str, ...] = CATEGORIES
-    join: str = "and"
-    seed: int = 0
-    n_bootstrap: int = 1000
-    max_missing: int = 0
-    batch_size: int = 64
-    num_workers: int = 0
-    cache_dir: str | None = None
+@dataclass(frozen=True, kw_only=True)
+class FashionIQConfig(SharedOptions):
+    root: str = option(path=True, help="Folder with captions/, image_splits/, images/.")
+    categories: tuple[str, ...] = option(CATEGORIES, choices=CATEGORIES, nonempty=True,
+                                         distinct=True, help="Categories to score.")
+    join: str = option("and", choices=tuple(JOIN_RULES), aliases=("--caption-join",),
+                       help='How the two captions become one condition: and ("c1 and c2") | '
+                       'dot ("c1. c2") | first | clip4cir (CLIP4Cir\'s "C1 and c2").')
 
 
 def _image(root: Path, asin: str) -> ImageRef | None:
@@ -104,80 +97,89 @@ def read_category(root: Path, cat: str, join: str) -> tuple[list[str], list[dict
     return asins, caps
 
 
-def evaluate_fashioniq(model: Any, cfg: FashionIQConfig, out_dir: str | Path | None = None,
-                       *, progress: ProgressFactory = no_progress) -> RunResult:
-    """Score FashionIQ val per category and (with ``out_dir``) write ``results.json``.
-    Missing images (at most ``max_missing``) leave the gallery; their queries are skipped."""
+def read_split(root: Path, cat: str, join: str, located: dict[str, ImageRef | None]
+               ) -> CIRSplit:
+    """One category as a :class:`CIRSplit` (its own gallery; the candidate stays in it).
+    Queries whose candidate or target image is missing are left to the protocol's missing
+    policy (their gallery entry is a path that does not exist)."""
+    asins, caps = read_category(root, cat, join)
+    index = {a: i for i, a in enumerate(asins)}
+    gallery = [located[a] or ImageRef(str(root / "images" / f"{a}.png")) for a in asins]
+    return CIRSplit(
+        label=f"FashionIQ {cat}", gallery=gallery,
+        queries=[gallery[index[e["candidate"]]] for e in caps],
+        conditions=[JOIN_RULES[join](e["captions"]) for e in caps],
+        query_ids=[f"{i}:{e['candidate']}->{e['target']}" for i, e in enumerate(caps)],
+        relevant=[[index[e["target"]]] for e in caps],
+        needs=[[index[e["candidate"]]] for e in caps],
+    )
+
+
+def evaluate(model: Any, cfg: FashionIQConfig, *, progress: ProgressFactory = no_progress
+             ) -> RunResult:
+    """Score FashionIQ val per category (module docstring). Missing images (at most
+    ``max_missing``, with undecodable ones) leave the gallery; their queries are skipped."""
     require_condition_kind(model, "text", "FashionIQ")
-    if cfg.join not in JOIN_RULES:
-        raise DataError(f"caption join rule must be one of {sorted(JOIN_RULES)}")
     root = Path(cfg.root)
-    data = {cat: read_category(root, cat, cfg.join) for cat in cfg.categories}
-    located = {a: _image(root, a) for asins, _ in data.values() for a in asins}
+    located = {a: _image(root, a) for cat in cfg.categories
+               for a in read_category(root, cat, cfg.join)[0]}
     absent = sorted(a for a, r in located.items() if r is None)
     if len(absent) > cfg.max_missing:
         raise DataError(f"FashionIQ: {len(absent)} image(s) missing from {root / 'images'} "
                         f"(allowed: {cfg.max_missing}), e.g. {absent[:3]} (.png or .jpg); "
                         "check the folder or raise --max-missing")
-    cache = EmbeddingCache(cfg.cache_dir or default_cache_dir(), model.meta)
-    digests = FileDigests()
+    cache = open_cache(model, cfg)
+    budget = MissingBudget(cfg.max_missing)
     metrics: dict[str, Any] = {"categories": {}}
-    skipped: dict[str, Any] = {"missing_files": len(absent), "queries": {}}
+    skipped: dict[str, Any] = {"queries": {}}
     failures: list[dict[str, Any]] = []
     columns: dict[int, list[np.ndarray]] = {k: [] for k in KS}
-    enc = {"batch_size": cfg.batch_size, "num_workers": cfg.num_workers}
     for ci, cat in enumerate(cfg.categories):
-        all_asins, all_caps = data[cat]
-        asins = [a for a in all_asins if located[a] is not None]
-        kept = [i for i, e in enumerate(all_caps)
-                if located[e["candidate"]] is not None and located[e["target"]] is not None]
-        caps = [all_caps[i] for i in kept]
-        qids = [f"{i}:{all_caps[i]['candidate']}->{all_caps[i]['target']}" for i in kept]
-        skipped["queries"][cat] = len(all_caps) - len(caps)
-        if not caps:
-            raise DataError(f"FashionIQ {cat}: every query needs a missing image")
-        index = {a: i for i, a in enumerate(asins)}
-        refs = [located[a] for a in asins]
-        g, g_err, _ = encode_unique(model, cache, refs, digests,
-                                    progress=progress(f"encode {cat} gallery", len(refs)),
-                                    what=f"FashionIQ {cat}", **enc)
-        texts = [JOIN_RULES[cfg.join](e["captions"]) for e in caps]
-        q, q_err, _ = encode_unique(model, cache, [refs[index[e["candidate"]]] for e in caps],
-                                    digests, texts,
-                                    progress=progress(f"encode {cat} queries", len(caps)),
-                                    what=f"FashionIQ {cat} queries", **enc)
-        if g_err or q_err:
-            raise DataError(f"FashionIQ {cat}: {len(g_err) + len(q_err)} undecodable images")
-        scores = q @ g.T
-        tgt = np.array([index[e["target"]] for e in caps])
-        rec = expected_recall_at_k(scores, tgt, KS)
-        paths = [r.path for r in refs]
-        failures += collect_failures(
-            scores, tgt, query_image=[file_ref(paths[index[e["candidate"]]]) for e in caps],
-            condition=texts, candidate_image=lambda i, j, paths=paths: file_ref(paths[j]),
-            query_ids=qids, group=cat, limit=4)
+        split = read_split(root, cat, cfg.join, located)
+        enc = encode_split(model, cache, split, cfg, budget, progress)
+        ranks = rank_split(enc, cfg, progress=progress)
+        rec = recall_from_counts(ranks.greater[:, 0], ranks.ties[:, 0], KS)
+        skipped["queries"][cat] = enc.skipped_queries
+        failures += failure_cases(enc.split, ranks, group=cat, limit=4)
         metrics["categories"][cat] = {
             "recall": summarize_recalls(rec, KS, seed=cfg.seed + 10 * ci,
                                         n_resamples=cfg.n_bootstrap),
-            "n_queries": len(caps), "gallery_size": len(asins),
+            "n_queries": len(enc.split.queries), "gallery_size": enc.gallery_size,
             "per_query": {f"recall_at_{k}": rec[:, j].tolist() for j, k in enumerate(KS)},
-            "query_ids": qids}
+            "query_ids": enc.split.query_ids}
         for j, k in enumerate(KS):
             columns[k].append(rec[:, j])
     for k in KS:
         metrics[f"average_recall_at_{k}"] = average_ci(columns[k], seed=cfg.seed + k,
                                                        n_resamples=cfg.n_bootstrap)
-    avg = float(np.mean([metrics[f"average_recall_at_{k}"]["mean"] for k in KS]))
-    res = RunResult(
-        benchmark="fashioniq", model=model.meta.to_dict(),
-        protocol={**META.to_dict(), "ks": list(KS), "caption_join": cfg.join,
-                  "categories": list(cfg.categories), "reference_removed": False,
-                  "bootstrap": {"n_resamples": cfg.n_bootstrap, "seed": cfg.seed}},
-        seed=cfg.seed, headline={"name": "average_recall", "mean": avg}, metrics=metrics,
-        skipped=skipped, extra={"config": asdict(cfg), "failures": failures},
-    )
-    save_run(res, out_dir)
-    return res
+    metrics["average_recall"] = {"mean": float(np.mean(
+        [metrics[f"average_recall_at_{k}"]["mean"] for k in KS]))}
+    return make_result(
+        SPEC, model, cfg, metrics,
+        protocol={"ks": list(KS), "caption_join": cfg.join, "categories": list(cfg.categories),
+                  "reference_removed": False, "tie_rule": "expected recall"},
+        skipped={**budget.counts(), **skipped}, failures=failures, cache=cache)
 
 
-FashionIQBenchmark = register_function_benchmark("fashioniq", META, evaluate_fashioniq)
+def _synthetic(out: Path, seed: int) -> dict[str, Any]:
+    from condsim.synthetic.fashioniq import write_fashioniq
+
+    return {"root": str(write_fashioniq(out, seed=seed))}
+
+
+def _chance(result: RunResult) -> float:
+    """Average recall of a constant model: ``min(k, G_c) / G_c`` per category ``c`` (gallery
+    ``G_c``), averaged over categories, then over ``k`` in 10, 50."""
+    sizes = [m["gallery_size"] for m in result.metrics["categories"].values()]
+    return float(np.mean([np.mean([min(k, g) / g for g in sizes]) for k in KS]))
+
+
+SPEC = register_benchmark(BenchmarkSpec(
+    name="fashioniq", description="FashionIQ val: R@10/50 per category",
+    main_score="average_recall", split="val", protocol_version="1",
+    reference="https://github.com/XiaoxiaoGuo/fashion-iq",
+    dataset_type="XiaoxiaoGuo/fashion-iq", dataset_name="FashionIQ",
+    config=FashionIQConfig, evaluate=evaluate, synthetic=_synthetic,
+    pairing=Pairing("queries", "R@10", "recall_at_10", group_key="categories"),
+    variants=("join",), chance=_chance,
+))

@@ -1,6 +1,6 @@
 """LRVS-Fashion: referred visual search with category or text conditions.
 
-Protocol (``../shared/PROTOCOLS.md``): queries ``encode_queries(COMPLEX_IMG, condition)``,
+Protocol (``docs/protocols.md``): queries ``encode_queries(COMPLEX_IMG, condition)``,
 targets ``encode_targets(SIMPLE_IMG)``, distractors ``encode_targets(jpg)``; 20 bootstrap
 folds of product indices; per fold the gallery is the fold's unique targets plus ``n``
 distractors drawn uniformly with replacement; recall@K weighted by query multiplicity,
@@ -13,23 +13,23 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from condsim.benchmarks.base import BenchmarkMeta
 from condsim.benchmarks.lrvsf_core import (
     fold_recalls,
     rank_metrics_from_fold_counts,
     recalls_from_fold_counts,
 )
+from condsim.benchmarks.spec import BenchmarkSpec, Pairing, SharedOptions, option
 from condsim.cache.encode import encode_cached
 from condsim.cache.store import CachedRows, EmbeddingCache
 from condsim.data import lrvsf as data
-from condsim.errors import CondsimError, DataError
+from condsim.errors import DataError
 from condsim.metrics.recall import weighted_mean_std
 from condsim.models.base import require_condition_kind
 from condsim.paths import default_cache_dir
@@ -37,12 +37,12 @@ from condsim.progress import ProgressFactory, no_progress
 from condsim.registry import register_benchmark
 from condsim.results.failures import collect_failures, parquet_ref
 from condsim.results.run_result import RunResult
-from condsim.results.yaml_card import lrvsf_model_index, write_yaml
+from condsim.results.yaml_card import lrvsf_model_index
 from condsim.search.exact import DistractorDraws, fold_rank_counts
 
 __all__ = [
-    "KS", "DIST_COUNTS", "NFOLDS", "LRVSFConfig", "LRVSFBenchmark", "evaluate_lrvsf",
-    "fold_recalls", "load_folds", "official_folds", "seeded_draw_rows", "seeded_draws",
+    "KS", "DIST_COUNTS", "NFOLDS", "LRVSFConfig", "evaluate",
+    "fold_recalls", "load_folds", "official_folds", "seeded_draw_rows", "seeded_draws", "SPEC",
 ]
 
 logger = logging.getLogger(__name__)
@@ -51,17 +51,6 @@ KS = (1, 5, 10, 20, 50)
 DIST_COUNTS = (10_000, 100_000, 500_000, 1_000_000)
 NFOLDS = 20
 MIN_RECOMMENDED_DISTRACTORS = 1_000_000
-
-META = BenchmarkMeta(
-    name="lrvsf",
-    description="LAION-RVS-Fashion test set: 2,000 products, up to 2M distractors, "
-    "20 bootstrap folds",
-    main_score="recall_at_1",
-    split="test",
-    protocol_version="1",
-    reference="https://github.com/Simon-Lepage/LRVSF-Benchmark",
-)
-
 
 def official_folds() -> np.ndarray:
     """The authors' 20 x 1000 bootstrap folds (``bootstrapped_indices.pt``), shipped as npy."""
@@ -127,46 +116,49 @@ def seeded_draws(seed: int, n_dists: Sequence[int], n_folds: int, n_items: int) 
     return DistractorDraws.from_rows(rows, n_items, n_folds, len(n_dists))
 
 
-@dataclass
-class LRVSFConfig:
+def _check_data_root(path: str) -> str | None:
+    try:
+        data.check_data_root(path)
+    except DataError as exc:
+        return str(exc)
+    return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class LRVSFConfig(SharedOptions):
     """Everything that defines one LRVS-F run (recorded in ``results.json``)."""
 
-    data_root: str
-    conditioning: str = "category"
-    n_dists: tuple[int, ...] = DIST_COUNTS
-    ks: tuple[int, ...] = KS
-    seed: int = 0
-    folds: str = "official"
-    dist_img_col: str = "jpg"
-    aggregate_batches: int = 100_000
-    fragments_readahead: int = 2
-    dev_run: bool = False
-    batch_size: int = 64
-    num_workers: int = 2
-    cache_dir: str | None = None
-    block_size: int = 16384
-    device: str | None = None
-    #: distractor column holding each image's category: also report the CondViT authors'
-    #: same-category recall (galleries restricted to the query's category)
-    dist_category_col: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    data_root: str = option(path=True, check=_check_data_root,
+                            help="Folder with products.parquet and distractors/*.parquet.")
+    conditioning: str = option("category", choices=tuple(data.CONDITION_COLUMNS),
+                               help="category | text")
+    n_dists: tuple[int, ...] = option(DIST_COUNTS, ge=0, nonempty=True, distinct=True,
+                                      help="Distractor counts per gallery (drawn with "
+                                      "replacement), e.g. 10K,100K,1M.")
+    ks: tuple[int, ...] = option(KS, ge=1, nonempty=True, distinct=True,
+                                 help="Recall cut-offs K.")
+    folds: str = option("official", help="official (authors' 20x1000 folds) | seeded | PATH "
+                        "(.pt or .npy).")
+    dist_img_col: str = option("jpg", help="Image column of the distractor files.")
+    dist_category_col: str | None = option(
+        None, help="Category column of the distractor files: also report same-category recall "
+        "(each gallery restricted to the query's category; the CondViT authors' filtered "
+        "recall).")
+    aggregate_batches: int = option(100_000, ge=1, help="Distractor rows per encode call.")
+    fragments_readahead: int = option(2, ge=0, help="Parquet files read ahead.")
+    dev_run: bool = option(False, help="Only the first aggregated distractor batch.")
+    block_size: int = option(16384, ge=1, help="Distractor rows scored at a time.")
 
 
-class LRVSFBenchmark:
-    meta = META
+def evaluate(model: Any, cfg: LRVSFConfig, *, progress: ProgressFactory = no_progress
+             ) -> RunResult:
+    """Run LRVS-F (module docstring)."""
+    return _Run(cfg).run(model, progress=progress)
 
+
+class _Run:
     def __init__(self, cfg: LRVSFConfig) -> None:
         self.cfg = cfg
-        if cfg.conditioning not in data.CONDITION_COLUMNS:
-            raise CondsimError(
-                f"--conditioning must be 'category' or 'text', got {cfg.conditioning!r}"
-            )
-        bad = [k for k in cfg.ks if k < 1]
-        if bad or not cfg.ks:
-            raise CondsimError(f"K values must be positive integers, got {list(cfg.ks)}")
-        if not cfg.n_dists or min(cfg.n_dists) < 0:
-            raise CondsimError(f"distractor counts must be >= 0, got {list(cfg.n_dists)}")
-        data.check_data_root(cfg.data_root)
 
     def run(self, model: Any, *, progress: ProgressFactory = no_progress) -> RunResult:
         cfg = self.cfg
@@ -257,7 +249,7 @@ class LRVSFBenchmark:
         n_top = str(cfg.n_dists[-1])
         k_head = str(cfg.ks[0])
         protocol = {
-            **META.to_dict(),
+            **SPEC.meta(),
             "conditioning": cfg.conditioning,
             "folds": folds_source,
             "n_folds": int(folds.shape[0]),
@@ -275,7 +267,7 @@ class LRVSFBenchmark:
             "dev_run": cfg.dev_run,
         }
         return RunResult(
-            benchmark="lrvsf",
+            benchmark=SPEC.name,
             model=model.meta.to_dict(),
             protocol=protocol,
             seed=cfg.seed,
@@ -286,12 +278,10 @@ class LRVSFBenchmark:
                      **({"recall_same_category": _fold_cells(same_category, cfg)}
                         if same_category is not None else {})},
             skipped={"corrupt_distractors": corrupt, "examples": corrupt_examples},
-            extra={"config": {k: v for k, v in asdict(cfg).items() if k != "extra"},
+            extra={"config": cfg.to_dict(),
                    "failures": failures},
         )
 
-
-register_benchmark("lrvsf")(LRVSFBenchmark)
 
 
 def _fold_cell(per_fold: np.ndarray) -> dict[str, Any]:
@@ -391,14 +381,41 @@ def model_card(result: RunResult, model_name: str | None = None) -> dict[str, An
     )
 
 
-def evaluate_lrvsf(
-    model: Any, cfg: LRVSFConfig, out_dir: str | Path | None = None,
-    *, progress: ProgressFactory = no_progress,
-) -> RunResult:
-    """Run LRVS-F and (with ``out_dir``) write ``results.json`` and ``model_card.yaml``."""
-    result = LRVSFBenchmark(cfg).run(model, progress=progress)
-    if out_dir is not None:
-        out = Path(out_dir)
-        result.save(out / "results.json")
-        write_yaml(out / "model_card.yaml", model_card(result))
-    return result
+def _synthetic(out: Path, seed: int) -> dict[str, Any]:
+    from condsim.synthetic.lrvsf import write_lrvsf
+
+    root = write_lrvsf(out, n_products=60, n_distractors=200, files=2, seed=seed)
+    return {"data_root": str(root), "n_dists": [100], "folds": "seeded"}
+
+
+def _render(result: RunResult) -> list[Any]:
+    from condsim.results.tables import lrvsf_table
+
+    return [lrvsf_table(result)]
+
+
+def _chance(result: RunResult) -> float:
+    """Headline R@K of a constant model: every item of fold ``f``'s gallery (its ``U_f``
+    unique targets plus ``n`` drawn distractors) ties, so a query's recall is
+    ``min(K, G_f) / G_f`` with ``G_f = U_f + n``; mean over folds (queries weighted by their
+    multiplicity within a fold do not change a fold's value)."""
+    cfg = result.extra["config"]
+    folds, _ = load_folds(cfg["folds"], result.protocol["n_products"], result.seed)
+    n, k = result.protocol["n_dists"][-1], result.protocol["ks"][0]
+    return float(np.mean([min(k, len(set(f.tolist())) + n) / (len(set(f.tolist())) + n)
+                          for f in folds]))
+
+
+SPEC = register_benchmark(BenchmarkSpec(
+    name="lrvsf",
+    description="LAION-RVS-Fashion test set: 2,000 products, up to 2M distractors, "
+    "20 bootstrap folds",
+    main_score="recall_at_1", split="test", protocol_version="1",
+    reference="https://github.com/Simon-Lepage/LRVSF-Benchmark",
+    dataset_type="Slep/LAION-RVS-Fashion", dataset_name="LAION - Referred Visual Search - "
+    "Fashion",
+    config=LRVSFConfig, evaluate=evaluate, synthetic=_synthetic,
+    pairing=Pairing("folds", "recall (paired folds)", must_agree=(
+        "folds", "seed", "conditioning", "n_distractors_available", "n_products")),
+    variants=("conditioning",), model_card=model_card, render=_render, chance=_chance,
+))

@@ -10,21 +10,28 @@ under random tie-breaking (:func:`condsim.metrics.recall.expected_any_hit_at_k`)
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from condsim.benchmarks.base import BenchmarkMeta, register_function_benchmark
-from condsim.benchmarks.retrieval import FileDigests, encode_unique, save_run, summarize_recalls
-from condsim.cache.store import EmbeddingCache
+from condsim.benchmarks.protocol import (
+    CIRSplit,
+    MissingBudget,
+    encode_split,
+    failure_cases,
+    make_result,
+    open_cache,
+    per_query_block,
+    rank_split,
+    summarize,
+)
+from condsim.benchmarks.spec import BenchmarkSpec, Pairing, SharedOptions, option
 from condsim.data.crops import ImageRef
 from condsim.errors import DataError
-from condsim.metrics.recall import expected_any_hit_at_k
+from condsim.metrics.recall import any_hit_from_counts
 from condsim.models.base import require_condition_kind
-from condsim.paths import default_cache_dir
 from condsim.progress import ProgressFactory, no_progress
+from condsim.registry import register_benchmark
 from condsim.results.run_result import RunResult
 
 KS = (1, 5, 10)
@@ -36,22 +43,15 @@ TEST_NOUNS = (
     "smoke", "steel", "stream", "table", "tea", "tomato", "vacuum", "wax", "wheel", "window",
     "wool",
 )
-META = BenchmarkMeta(
-    name="mitstates", description="MIT-States state change (GeneCIS protocol, 49 test nouns)",
-    main_score="recall_at_1", split="test", protocol_version="1",
-    reference="https://github.com/facebookresearch/genecis",
-)
+FAILURE_LIMIT = 12
 
 
-@dataclass
-class MitStatesConfig:
-    root: str  # holds images/
-    complete_text: bool = False
-    seed: int = 0
-    n_bootstrap: int = 1000
-    num_workers: int = 0
-    cache_dir: str | None = None
-    query_block: int = 2048
+@dataclass(frozen=True, kw_only=True)
+class MitStatesConfig(SharedOptions):
+    root: str = option(path=True, help="Folder holding images/<adj> <noun>/.")
+    complete_text: bool = option(False, help='Condition "<adj> <noun>" instead of "<adj>".')
+    query_block: int = option(1024, ge=1, help="Queries scored together.")
+    gallery_block: int = option(8192, ge=1, help="Gallery rows read at a time.")
 
 
 def read_test_images(root: str | Path) -> list[tuple[str, str, Path]]:
@@ -72,9 +72,9 @@ def read_test_images(root: str | Path) -> list[tuple[str, str, Path]]:
     return out
 
 
-def evaluate_mitstates(model: Any, cfg: MitStatesConfig, out_dir: str | Path | None = None,
-                       *, progress: ProgressFactory = no_progress) -> RunResult:
-    require_condition_kind(model, "text", "MIT-States")
+def read_split(cfg: MitStatesConfig) -> CIRSplit:
+    """Every test image x every other adjective of its noun; relevant = the images of the
+    asked state, the reference excluded."""
     items = read_test_images(cfg.root)
     adjs_of: dict[str, list[str]] = {}
     for adj, noun, _ in items:
@@ -85,76 +85,63 @@ def evaluate_mitstates(model: Any, cfg: MitStatesConfig, out_dir: str | Path | N
                for a in adjs_of[noun] if a != adj]
     if not queries:
         raise DataError("MIT-States: no noun has two adjectives in the test split")
+    by_label: dict[str, list[int]] = {}
+    for j, (adj, noun, _) in enumerate(items):
+        by_label.setdefault(f"{adj} {noun}", []).append(j)
     refs = [ImageRef(str(p)) for _, _, p in items]
-    cache = EmbeddingCache(cfg.cache_dir or default_cache_dir(), model.meta)
-    digests = FileDigests()
-    g, g_err, _ = encode_unique(model, cache, refs, digests, num_workers=cfg.num_workers,
-                                progress=progress("encode MIT-States images", len(refs)),
-                                what="MIT-States images")
-    texts = [f"{a} {items[i][1]}" if cfg.complete_text else a for i, a in queries]
-    q, q_err, _ = encode_unique(model, cache, [refs[i] for i, _ in queries], digests, texts,
-                                num_workers=cfg.num_workers, what="MIT-States queries",
-                                progress=progress("encode MIT-States queries", len(queries)))
-    if g_err or q_err:
-        raise DataError(f"MIT-States: {len(g_err) + len(q_err)} images cannot be decoded")
-    labels = np.array([f"{adj} {noun}" for adj, noun, _ in items])
-    query_ids = [f"{items[i][2].parent.name}/{items[i][2].name}->{a}" for i, a in queries]
-    rec = np.zeros((len(queries), len(KS)))
-    cases: list[dict[str, Any]] = []
-    for s in range(0, len(queries), cfg.query_block):
-        block = queries[s:s + cfg.query_block]
-        scores = (q[s:s + len(block)] @ g.T).astype(np.float64)
-        ref = np.array([i for i, _ in block])
-        scores[np.arange(len(block)), ref] = -np.inf
-        relevant = labels[None, :] == np.array([f"{a} {items[i][1]}" for i, a in block])[:, None]
-        rec[s:s + len(block)] = expected_any_hit_at_k(scores, relevant, KS)
-        cases += _block_failures(scores, relevant, block, s, refs, texts, query_ids)
-    metrics = {"recall": summarize_recalls(rec, KS, seed=cfg.seed, n_resamples=cfg.n_bootstrap),
-               "n_queries": len(queries), "gallery_size": len(items),
-               "per_query": {"recall_at_1": rec[:, 0].tolist()},
-               "query_ids": query_ids}
-    keep = np.unique(np.linspace(0, len(cases) - 1, min(len(cases), FAILURE_LIMIT))
-                     .round().astype(int)) if cases else []
-    failures = [cases[i] for i in keep]
-    res = RunResult(
-        benchmark="mitstates", model=model.meta.to_dict(),
-        protocol={**META.to_dict(), "ks": list(KS), "complete_text": cfg.complete_text,
-                  "reference_removed": True, "tie_rule": "expected any-hit",
-                  "bootstrap": {"n_resamples": cfg.n_bootstrap, "seed": cfg.seed}},
-        seed=cfg.seed, headline={"name": "recall_at_1", **metrics["recall"]["1"]},
-        metrics=metrics, extra={"config": asdict(cfg), "failures": failures},
+    return CIRSplit(
+        label="MIT-States", gallery=refs, queries=[refs[i] for i, _ in queries],
+        conditions=[f"{a} {items[i][1]}" if cfg.complete_text else a for i, a in queries],
+        query_ids=[f"{items[i][2].parent.name}/{items[i][2].name}->{a}" for i, a in queries],
+        relevant=[by_label[f"{a} {items[i][1]}"] for i, a in queries],
+        excluded=[[i] for i, _ in queries],
     )
-    save_run(res, out_dir)
-    return res
 
 
-FAILURE_LIMIT = 12
+def evaluate(model: Any, cfg: MitStatesConfig, *, progress: ProgressFactory = no_progress
+             ) -> RunResult:
+    """Score MIT-States (module docstring): any-hit recall, one pass over the gallery per
+    query block whatever the number of relevant images."""
+    require_condition_kind(model, "text", "MIT-States")
+    split = read_split(cfg)
+    cache = open_cache(model, cfg)
+    budget = MissingBudget(cfg.max_missing)
+    enc = encode_split(model, cache, split, cfg, budget, progress)
+    ranks = rank_split(enc, cfg, thresholds="best", progress=progress)
+    rec = any_hit_from_counts(*ranks.best_counts(), KS)
+    per_query = {"recall": (rec, KS)}
+    metrics = {**summarize(per_query, seed=cfg.seed, n_resamples=cfg.n_bootstrap),
+               "n_queries": len(enc.split.queries), "gallery_size": enc.gallery_size,
+               **per_query_block({"recall": (rec[:, :1], KS[:1])}, enc.split.query_ids)}
+    return make_result(
+        SPEC, model, cfg, metrics,
+        protocol={"ks": list(KS), "complete_text": cfg.complete_text,
+                  "reference_removed": True, "tie_rule": "expected any-hit"},
+        skipped={**budget.counts(), "queries": enc.skipped_queries},
+        failures=failure_cases(enc.split, ranks, limit=FAILURE_LIMIT), cache=cache,
+        extra={"n_relevant": ranks.n_relevant.tolist()})
 
 
-def _block_failures(scores: np.ndarray, relevant: np.ndarray, block: list[tuple[int, str]],
-                    start: int, refs: list[ImageRef], texts: list[str],
-                    query_ids: list[str]) -> list[dict[str, Any]]:
-    """Failure cases of one query block: a query fails when some image of another state
-    scores at least as high as its best-scoring relevant image (any-hit R@1 below 1). The
-    case's target is that best relevant image; the other relevant images are left out of
-    the ranking shown (they are not wrong answers)."""
-    from condsim.results.failures import collect_failures, file_ref
+def _synthetic(out: Path, seed: int) -> dict[str, Any]:
+    from condsim.synthetic.mitstates import write_mitstates
 
-    has = relevant.any(axis=1)
-    if not has.any():
-        return []
-    best = np.where(relevant, scores, -np.inf).argmax(axis=1)
-    shown = scores.copy()
-    others = relevant.copy()
-    others[np.arange(len(block)), best] = False
-    shown[others] = -np.inf
-    rows = np.flatnonzero(has)
-    return collect_failures(
-        shown[rows], best[rows],
-        query_image=lambda i: file_ref(refs[block[rows[i]][0]].path),
-        condition=lambda i: texts[start + rows[i]],
-        candidate_image=lambda i, j: file_ref(refs[j].path),
-        query_ids=[query_ids[start + r] for r in rows], limit=FAILURE_LIMIT)
+    return {"root": str(write_mitstates(out, seed=seed))}
 
 
-MitStatesBenchmark = register_function_benchmark("mitstates", META, evaluate_mitstates)
+def _chance(result: RunResult) -> float:
+    """Any-hit R@1 of a constant model: ``R / (N - 1)`` for a query with ``R`` images of the
+    asked state among the ``N - 1`` other images, averaged over queries."""
+    n = result.metrics["gallery_size"]
+    return float(sum(r / (n - 1) for r in result.extra["n_relevant"]) /
+                 len(result.extra["n_relevant"]))
+
+
+SPEC = register_benchmark(BenchmarkSpec(
+    name="mitstates", description="MIT-States state change (GeneCIS protocol, 49 test nouns)",
+    main_score="recall_at_1", split="test", protocol_version="1",
+    reference="https://github.com/facebookresearch/genecis",
+    dataset_type="mit-states", dataset_name="MIT-States",
+    config=MitStatesConfig, evaluate=evaluate, synthetic=_synthetic,
+    pairing=Pairing("queries", "R@1", "recall_at_1"), variants=("complete_text",),
+    chance=_chance,
+))

@@ -32,13 +32,12 @@ def register(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typer) ->
         LRVS-F runs with the same folds, seed and distractors, paired per-fold differences per
         distractor count and K. Gives the difference, 95% interval, p-value, whether the
         interval excludes 0 and whether |diff| exceeds the threshold."""
-        from condsim.benchmarks.retrieval import paired_comparison
+        from condsim.benchmarks.run import compare_runs
         from condsim.results.run_result import atomic_write_text, load_result
 
         a, b = load_result(run_a), load_result(run_b)
-        cmp = paired_comparison(a, b, seed=seed, n_resamples=bootstrap, threshold=threshold)
-        method = "paired folds" if cmp["benchmark"] == "lrvsf" else \
-            f"paired bootstrap, seed {seed}"
+        cmp = compare_runs(a, b, seed=seed, n_resamples=bootstrap, threshold=threshold)
+        method = cmp["method"]
         table = Table(title=f"{cmp['benchmark']}: {cmp['model_b']} - {cmp['model_a']} "
                             f"({cmp['metric']}, {method})")
         pct = f"{threshold * 100:.1f}%"

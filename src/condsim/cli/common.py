@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
 from condsim.errors import CondsimError
 
@@ -31,25 +30,6 @@ def int_list(text: str, what: str) -> tuple[int, ...]:
         raise CondsimError(f"{what}: empty list")
     return tuple(out)
 
-
-def lrvsf_table(result: Any) -> Table:
-    """Rich table of an LRVS-F result: rows = distractor counts, columns = R@K."""
-    ks = result.protocol["ks"]
-    table = Table(title=f"LRVS-F: {result.model['name']} ({result.protocol['conditioning']})")
-    table.add_column("distractors", justify="right")
-    for k in ks:
-        table.add_column(f"R@{k}", justify="right")
-    mrr, median = result.metrics.get("mrr_at_100"), result.metrics.get("median_rank")
-    if mrr and median:  # older results.json files hold recall only
-        table.add_column("MRR@100", justify="right")
-        table.add_column("median rank", justify="right")
-    for n, per_k in result.metrics["recall"].items():
-        cells = [f"{per_k[str(k)]['mean'] * 100:.2f} ± {per_k[str(k)]['std'] * 100:.2f}"
-                 for k in ks]
-        if mrr and median:
-            cells += [f"{mrr[n]['mean'] * 100:.2f}", f"{median[n]['mean']:.1f}"]
-        table.add_row(f"{int(n):,}", *cells)
-    return table
 
 WORKERS_HELP = "Decode threads overlapped with the forward pass (0: decode inline)."
 DEVICE_HELP = "cpu | cuda | cuda:N (default: cuda when available)."

@@ -19,10 +19,9 @@ from condsim.errors import CondsimError
 
 COMMAND_MODULES = (
     "condsim.cli.cmd_models",
-    "condsim.cli.cmd_lrvsf",
+    "condsim.cli.cmd_eval",
+    "condsim.cli.cmd_synth",
     "condsim.cli.cmd_demo",
-    "condsim.cli.cmd_genecis",
-    "condsim.cli.cmd_cirr",
     "condsim.cli.cmd_compare",
     "condsim.cli.cmd_report",
     "condsim.cli.cmd_cache",

@@ -69,3 +69,54 @@ def map_at_ks(scores: np.ndarray, relevant_sets: Sequence[np.ndarray],
         rel[relevant_sets[q]] = True
         out[q] = expected_ap_at_ks(scores[q], rel, int(rel.sum()), ks)
     return out
+
+
+def relevant_tie_groups(scores: np.ndarray, greater: np.ndarray, ties: np.ndarray
+                        ) -> list[tuple[int, int, int, int, np.ndarray]]:
+    """The tie groups holding one query's relevant items, best first, from their scores and
+    their counts against the *non-relevant* candidates (:class:`condsim.search.blockwise.
+    RelevantRanks`): ``(a, n, m, r, members)`` = first 1-based position of the group, its
+    size (``ties + m``), its relevant items, the relevant items above it, and the indices of
+    its members in ``scores``. Inside a group the order is a uniform random permutation."""
+    order = np.argsort(-scores, kind="stable")
+    out = []
+    i, above = 0, 0
+    while i < order.size:
+        j = i
+        while j + 1 < order.size and scores[order[j + 1]] == scores[order[i]]:
+            j += 1
+        members = order[i:j + 1]
+        m = members.size
+        g, t = int(greater[members[0]]), int(ties[members[0]])
+        out.append((g + above + 1, t + m, m, above, members))
+        above += m
+        i = j + 1
+    return out
+
+
+def expected_ap_from_ranks(scores: np.ndarray, greater: np.ndarray, ties: np.ndarray,
+                           n_relevant: int, ks: Sequence[int]) -> np.ndarray:
+    """Expected AP@K of one query under random tie-breaking, from its relevant items' scores
+    and their ``greater``/``ties`` counts against the non-relevant candidates (so the whole
+    ranking is never needed). For a tie group at positions ``a..a+n-1`` holding ``m``
+    relevant items after ``r`` relevant ones (:func:`relevant_tie_groups`)::
+
+        E[rel_i * R_i] = (m / n) * (r + 1 + (i - a) (m - 1) / (n - 1))
+
+        E[AP@K] = (1 / min(n_relevant, K)) * sum_{i <= K} E[rel_i * R_i] / i
+
+    equal to :func:`expected_ap_at_ks` on the full ranking. ``n_relevant`` is the
+    normaliser's ground-truth count (it may include unretrievable items)."""
+    ks = list(ks)
+    if n_relevant <= 0 or scores.size == 0:
+        return np.zeros(len(ks))
+    k_max = max(ks)
+    contrib = np.zeros(k_max + 1)  # contrib[i] = E[rel_i R_i] / i at position i (1-based)
+    for a, n, m, r, _ in relevant_tie_groups(scores, greater, ties):
+        if a > k_max:
+            break
+        pos = np.arange(a, min(a + n - 1, k_max) + 1, dtype=np.float64)
+        within = (pos - a) * (m - 1) / (n - 1) if n > 1 else np.zeros_like(pos)
+        contrib[pos.astype(np.int64)] += (m / n) * (r + 1 + within) / pos
+    cum = np.cumsum(contrib)
+    return np.array([cum[k] / min(n_relevant, k) for k in ks])

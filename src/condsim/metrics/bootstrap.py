@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from condsim.metrics.significance import resampled_means as _resampled_means
+
 
 @dataclass(frozen=True)
 class BootstrapCI:
@@ -28,18 +30,6 @@ class BootstrapCI:
             "seed": self.seed,
             "level": self.level,
         }
-
-
-def _resampled_means(x: np.ndarray, n_resamples: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    n = x.shape[0]
-    means = np.empty(n_resamples, dtype=np.float64)
-    chunk = max(1, int(2_000_000 // max(n, 1)))
-    for start in range(0, n_resamples, chunk):
-        stop = min(n_resamples, start + chunk)
-        idx = rng.integers(0, n, size=(stop - start, n))
-        means[start:stop] = x[idx].mean(axis=1)
-    return means
 
 
 def bootstrap_ci(

@@ -182,17 +182,33 @@ def expected_any_hit_at_k(
     g = ((scores > b) & ~relevant).sum(axis=1)
     tn = ((scores == b) & ~relevant).sum(axis=1)
     tr = ((scores == b) & relevant).sum(axis=1)
-    out = np.zeros((scores.shape[0], len(ks)))
+    return any_hit_from_counts(g, tn, tr, ks)
+
+
+def any_hit_from_counts(
+    greater: np.ndarray, tied_other: np.ndarray, tied_relevant: np.ndarray, ks: Sequence[int]
+) -> np.ndarray:
+    """``P(hit@k)`` from the counts of :func:`expected_any_hit_at_k`: ``G`` non-relevant items
+    strictly above the best relevant score ``s*``, ``T_n`` non-relevant and ``T_r >= 1``
+    relevant items tied at ``s*``; with ``m = k - G``::
+
+        P(hit@k) = 0 if m <= 0;  1 if m > T_n;  else 1 - C(T_n, m) / C(T_n + T_r, m)
+
+    (``C(T_n, m) / C(T_n + T_r, m) = prod_{i<m} (T_n - i) / (T_n + T_r - i)``).
+    Returns ``(Q, len(ks))`` float64."""
+    g = np.asarray(greater, np.int64)
+    tn = np.asarray(tied_other, np.int64)
+    tr = np.asarray(tied_relevant, np.int64)
+    if (tr < 1).any():
+        raise CondsimError("any-hit needs at least one relevant item per query")
+    out = np.zeros((g.shape[0], len(ks)))
     for j, k in enumerate(ks):
         m = k - g
-        for q in range(scores.shape[0]):
+        for q in np.flatnonzero(m > 0).tolist():
             mq = int(m[q])
-            if mq <= 0:
-                continue
             if mq > tn[q]:
                 out[q, j] = 1.0
                 continue
-            # C(tn, m) / C(tn + tr, m) = prod_{i<m} (tn - i) / (tn + tr - i)
             i = np.arange(mq)
             out[q, j] = 1.0 - float(np.prod((tn[q] - i) / (tn[q] + tr[q] - i)))
     return out

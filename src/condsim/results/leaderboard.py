@@ -120,15 +120,25 @@ def headline_value(headline: dict[str, Any], where: str) -> float:
     return float(value)
 
 
-#: protocol settings that change a benchmark's numbers without changing its name: runs that
-#: differ in them are listed as different protocols and never compared with each other
-VARIANT_KEYS = {"lrvsf": "conditioning", "fashioniq": "caption_join", "genecis": "crop"}
+def variant_fields(benchmark: str) -> tuple[str, ...]:
+    """The config fields that are protocol variants of ``benchmark`` (its spec's
+    ``variants``): runs that differ in them are different protocols, never compared."""
+    from condsim.registry import find_benchmark
+
+    spec = find_benchmark(benchmark)
+    return tuple(spec.variants) if spec is not None else ()
 
 
 def protocol_variant(result: Any) -> str:
-    """The value of the benchmark's variant setting (:data:`VARIANT_KEYS`), or ``""``."""
-    key = VARIANT_KEYS.get(result.benchmark)
-    return str(result.protocol.get(key, "")) if key else ""
+    """The values of the benchmark's variant fields in a run (its protocol, else its recorded
+    config), joined by ``-``; ``""`` without variant fields."""
+    from condsim.registry import find_benchmark
+
+    spec = find_benchmark(result.benchmark)
+    if spec is None:
+        return ""
+    config = (result.extra or {}).get("config") or {}
+    return spec.variant_of({**config, **result.protocol})
 
 
 def leaderboard_row(run: Run) -> LeaderboardRow:

@@ -43,13 +43,13 @@ from condsim.errors import DataError
 from condsim.results import failures as fail
 from condsim.results.leaderboard import (
     DISPLAY_HEADERS,
-    VARIANT_KEYS,
     Run,
     display_cells,
     headline_value,
     leaderboard_rows,
     load_runs,
     protocol_variant,
+    variant_fields,
 )
 from condsim.results.markdown import md_table
 from condsim.results.plots import BarPlot, CurvePlot, Plot, Series, render_png
@@ -811,7 +811,8 @@ def build_report(
             str(described) if described else bench) + (f" ({view.title})" if view.title else "")
         suffix = ""
         if variants_of[bench] > 1:  # several variants: name them (titles, anchors, PNGs)
-            title += f" · {VARIANT_KEYS[bench].replace('_', ' ')}: {variant}"
+            fields = ", ".join(f.replace("_", " ") for f in variant_fields(bench))
+            title += f" · {fields}: {variant}"
             suffix = f"_{variant}"
         table = comparison_table(group, view, reference)
         try:

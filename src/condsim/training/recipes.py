@@ -225,7 +225,8 @@ def condvit_validator(val_root: str | Path, preprocessor: Any, *, n_dist: int = 
     import shutil
     import tempfile
 
-    from condsim.benchmarks.lrvsf import LRVSFConfig, evaluate_lrvsf
+    from condsim.benchmarks.lrvsf import LRVSFConfig
+    from condsim.benchmarks.run import run_benchmark
     from condsim.models.condvit import CondViTEncoder
 
     def score(pair: Any) -> float:
@@ -236,7 +237,7 @@ def condvit_validator(val_root: str | Path, preprocessor: Any, *, n_dist: int = 
                              else None)
         tmp = tempfile.mkdtemp(prefix="condsim-val-")
         try:
-            res = evaluate_lrvsf(enc, LRVSFConfig(
+            res = run_benchmark(enc, LRVSFConfig(
                 data_root=str(val_root), conditioning=pair.condvit.cfg.conditioning,
                 n_dists=(n_dist,),
                 ks=(k,), seed=seed, folds="seeded", num_workers=num_workers, cache_dir=tmp))
@@ -257,15 +258,17 @@ def combiner_validator(kind: str, root: str | Path, backbone: Any,
     def score(pair: Any) -> float:
         enc = CombinerEncoder(pair.combiner, backbone, name="combiner:training")
         if kind == "cirr":
-            from condsim.benchmarks.cirr import CirrConfig, evaluate_cirr
+            from condsim.benchmarks.cirr import CirrConfig
+            from condsim.benchmarks.run import run_benchmark
 
-            res = evaluate_cirr(enc, CirrConfig(root=str(root), cache_dir=cache_dir,
+            res = run_benchmark(enc, CirrConfig(root=str(root), cache_dir=cache_dir,
                                                 n_bootstrap=10))
         elif kind == "genecis":
-            from condsim.benchmarks.genecis import GenecisConfig, evaluate_genecis
+            from condsim.benchmarks.genecis import GenecisConfig
+            from condsim.benchmarks.run import run_benchmark
 
             r = Path(root)
-            res = evaluate_genecis(enc, GenecisConfig(
+            res = run_benchmark(enc, GenecisConfig(
                 annotations=str(r / "annotations"), coco_root=str(r / "coco" / "val2017"),
                 vg_roots=tuple(str(p) for p in sorted((r / "vg").glob("VG_100K*"))),
                 cache_dir=cache_dir, n_bootstrap=10))

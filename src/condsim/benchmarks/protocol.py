@@ -1,0 +1,373 @@
+"""The composed-retrieval protocol, shared by every CIR benchmark.
+
+A benchmark's file reads its split into a :class:`CIRSplit` (query reference images,
+conditions, ids, gallery, relevant sets, excluded items) and turns the resulting
+:class:`~condsim.search.blockwise.RelevantRanks` into its own metrics. Everything else
+happens here, once:
+
+1. **missing / undecodable policy**: gallery files that are missing or cannot be decoded
+   (together at most ``max_missing``) leave the gallery, and the queries that need them are
+   skipped and counted; more is an error naming the first files;
+2. **encode once, through the cache**: each unique image (and each unique
+   (image, condition) query) is encoded at most once and only when not cached;
+3. **blockwise tie-safe scoring** in bounded memory (:func:`condsim.search.blockwise.
+   rank_relevant`: one row-dot rule, float32, query blocks x gallery blocks);
+4. **bootstrap CIs** of every per-query metric (:func:`summarize`), the **failure gallery**
+   (:func:`failure_cases`), and the **headline** taken from the spec's main score
+   (:func:`headline_of`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from condsim.benchmarks.retrieval import FileDigests, encode_unique, summarize_recalls
+from condsim.cache.encode import encode_cached
+from condsim.cache.store import EmbeddingCache
+from condsim.data.crops import ImageRef
+from condsim.errors import DataError
+from condsim.paths import default_cache_dir
+from condsim.progress import ProgressFactory
+from condsim.results.failures import FAILURES_SCHEMA, file_ref
+from condsim.results.run_result import RunResult
+from condsim.search.blockwise import RelevantRanks, rank_relevant
+
+logger = logging.getLogger(__name__)
+
+#: An item of a split: an image file (optionally a crop) or encoded image bytes.
+Item = ImageRef | bytes
+
+
+@dataclass
+class CIRSplit:
+    """One composed-retrieval split as its benchmark reads it.
+
+    Query ``i`` is the image ``queries[i]`` with condition ``conditions[i]`` (``None``: an
+    image-only query, encoded as a target); ``relevant[i]`` are the gallery columns it must
+    retrieve (``gains[i]`` their graded relevance, default 1), ``excluded[i]`` the columns
+    removed from its ranking (e.g. its own reference image), ``needs[i]`` further columns it
+    cannot be scored without (e.g. CIRR's subset members). ``gallery_ref``/``query_ref`` give
+    failure-gallery image references (default: the file of an :class:`ImageRef`).
+    """
+
+    label: str
+    gallery: list[Item]
+    queries: list[Item]
+    conditions: list[str | None]
+    query_ids: list[Any]
+    relevant: list[list[int]]
+    excluded: list[list[int]] | None = None
+    needs: list[list[int]] | None = None
+    gains: list[list[float]] | None = None
+    gallery_ref: Callable[[int], dict[str, Any]] | None = None
+    query_ref: Callable[[int], dict[str, Any]] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n_q = len(self.queries)
+        for name in ("conditions", "query_ids", "relevant", "excluded", "needs", "gains"):
+            value = getattr(self, name)
+            if value is not None and len(value) != n_q:
+                raise DataError(f"{self.label}: {len(value)} {name} for {n_q} queries")
+        if not n_q:
+            raise DataError(f"{self.label}: no queries")
+        if not self.gallery:
+            raise DataError(f"{self.label}: empty gallery")
+
+    def select(self, keep: Sequence[int]) -> CIRSplit:
+        """The split restricted to the queries ``keep`` (gallery unchanged)."""
+        def pick(x: list[Any] | None) -> list[Any] | None:
+            return None if x is None else [x[i] for i in keep]
+
+        return replace(self, queries=pick(self.queries), conditions=pick(self.conditions),
+                       query_ids=pick(self.query_ids), relevant=pick(self.relevant),
+                       excluded=pick(self.excluded), needs=pick(self.needs),
+                       gains=pick(self.gains), query_ref=_compose(self.query_ref, keep))
+
+    def ref_of_gallery(self, j: int) -> dict[str, Any]:
+        return self.gallery_ref(j) if self.gallery_ref else _item_ref(self.gallery[j])
+
+    def ref_of_query(self, i: int) -> dict[str, Any]:
+        return self.query_ref(i) if self.query_ref else _item_ref(self.queries[i])
+
+
+def _compose(fn: Callable[[int], Any] | None, keep: Sequence[int]) -> Callable[[int], Any] | None:
+    if fn is None:
+        return None
+    index = list(keep)
+    return lambda i: fn(index[i])
+
+
+def _item_ref(item: Item) -> dict[str, Any]:
+    if isinstance(item, ImageRef):
+        return file_ref(item.path, item.bbox, item.crop_mode if item.bbox else None)
+    return {"kind": "none"}
+
+
+@dataclass
+class MissingBudget:
+    """Missing + undecodable gallery files of one run, against ``max_missing``."""
+
+    max_missing: int
+    missing: list[str] = field(default_factory=list)
+    undecodable: list[str] = field(default_factory=list)
+
+    def add(self, label: str, missing: Sequence[str], undecodable: Sequence[str]) -> None:
+        self.missing += list(missing)
+        self.undecodable += list(undecodable)
+        total = len(self.missing) + len(self.undecodable)
+        if total > self.max_missing:
+            first = (self.missing + self.undecodable)[:3]
+            raise DataError(
+                f"{label}: {total} image file(s) missing or undecodable ({len(self.missing)} "
+                f"missing, {len(self.undecodable)} undecodable; allowed: {self.max_missing}), "
+                f"e.g. {first}; check the image folders or raise --max-missing")
+        if missing or undecodable:
+            logger.warning("%s: %d missing and %d undecodable image(s) skipped with their "
+                           "queries: %s", label, len(missing), len(undecodable),
+                           list(missing)[:3] + list(undecodable)[:3])
+
+    def counts(self) -> dict[str, Any]:
+        return {"missing_files": len(self.missing), "undecodable_files": len(self.undecodable),
+                "examples": (self.missing + self.undecodable)[:10]}
+
+
+@dataclass
+class EncodedSplit:
+    """A split after the missing/undecodable policy, with its embeddings."""
+
+    split: CIRSplit
+    queries: np.ndarray  # (Q, d) float32
+    gallery: np.ndarray  # (N, d) float32
+    skipped_queries: int
+    n_unusable: int = 0  # gallery items missing or undecodable (left out of every ranking)
+
+    @property
+    def gallery_size(self) -> int:
+        """Gallery items that can be ranked."""
+        return len(self.split.gallery) - self.n_unusable
+
+
+def open_cache(model: Any, cfg: Any) -> EmbeddingCache:
+    """The run's embedding cache (``cfg.cache_dir`` or the default)."""
+    return EmbeddingCache(cfg.cache_dir or default_cache_dir(), model.meta)
+
+
+def _encode_items(model: Any, cache: EmbeddingCache, items: Sequence[Item],
+                  conditions: Sequence[str] | None, digests: FileDigests, cfg: Any,
+                  progress: Callable[[int], None], what: str
+                  ) -> tuple[np.ndarray, dict[int, str]]:
+    """Embeddings of files (:class:`ImageRef`) or image bytes, each unique one encoded once;
+    undecodable rows are NaN and listed."""
+    enc = {"batch_size": cfg.batch_size, "num_workers": cfg.num_workers}
+    if all(isinstance(x, ImageRef) for x in items):
+        emb, errors, _ = encode_unique(model, cache, list(items), digests, conditions,
+                                       progress=progress, what=what, **enc)
+        return emb, errors
+    rows, errors = encode_cached(model, cache, list(items), conditions, progress=progress,
+                                 what=what, **enc)
+    emb = np.full((len(items), model.meta.embedding_dim), np.nan, np.float32)
+    ok = rows >= 0
+    emb[ok] = cache.read(rows[ok])
+    return emb, errors
+
+
+def _name(item: Item, i: int) -> str:
+    return item.path if isinstance(item, ImageRef) else f"item {i}"
+
+
+def encode_split(model: Any, cache: EmbeddingCache, split: CIRSplit, cfg: Any,
+                 budget: MissingBudget, progress: ProgressFactory) -> EncodedSplit:
+    """Apply the missing/undecodable policy and encode the gallery and the queries."""
+    digests = FileDigests()
+    gallery = split.gallery
+    missing = {j for j, x in enumerate(gallery)
+               if isinstance(x, ImageRef) and not Path(x.path).is_file()}
+    present = [j for j in range(len(gallery)) if j not in missing]
+    g_emb = np.full((len(gallery), model.meta.embedding_dim), np.nan, np.float32)
+    if present:
+        emb, errors = _encode_items(model, cache, [gallery[j] for j in present], None, digests,
+                                    cfg, progress(f"encode {split.label} gallery", len(present)),
+                                    f"{split.label} gallery")
+        g_emb[present] = emb
+        bad_gallery = {present[i] for i in errors}
+    else:
+        bad_gallery = set()
+    budget.add(split.label, sorted({_name(gallery[j], j) for j in missing}),
+               sorted({_name(gallery[j], j) for j in bad_gallery}))
+    unusable = missing | bad_gallery
+    keep = [i for i in range(len(split.queries))
+            if not unusable.intersection(split.relevant[i])
+            and not (split.needs and unusable.intersection(split.needs[i]))
+            and not (isinstance(split.queries[i], ImageRef)
+                     and not Path(split.queries[i].path).is_file())]
+    n_skipped = len(split.queries) - len(keep)
+    if not keep:
+        raise DataError(f"{split.label}: every query needs a missing or undecodable image")
+    split = split.select(keep) if n_skipped else split
+    q_emb = _encode_queries(model, cache, split, cfg, digests, progress)
+    bad_q = np.flatnonzero(~np.isfinite(q_emb).all(axis=1))
+    if bad_q.size:
+        names = sorted({_name(split.queries[i], i) for i in bad_q.tolist()})
+        budget.add(f"{split.label} queries", [], names)
+        keep2 = [i for i in range(len(split.queries)) if i not in set(bad_q.tolist())]
+        if not keep2:
+            raise DataError(f"{split.label}: every query image is undecodable")
+        q_emb = q_emb[keep2]
+        split = split.select(keep2)
+        n_skipped += bad_q.size
+    if unusable:  # excluded columns of unusable items: they leave every ranking
+        split = replace(split, excluded=[sorted(set(e) | unusable) for e in
+                                         (split.excluded or [[]] * len(split.queries))])
+        g_emb[sorted(unusable)] = 0.0
+    return EncodedSplit(split, q_emb, g_emb, n_skipped, len(unusable))
+
+
+def _encode_queries(model: Any, cache: EmbeddingCache, split: CIRSplit, cfg: Any,
+                    digests: FileDigests, progress: ProgressFactory) -> np.ndarray:
+    """Query embeddings: composed (image, condition) queries, and image-only ones (``None``
+    condition) encoded as targets."""
+    out = np.full((len(split.queries), model.meta.embedding_dim), np.nan, np.float32)
+    composed = [i for i, c in enumerate(split.conditions) if c is not None]
+    plain = [i for i, c in enumerate(split.conditions) if c is None]
+    if composed:
+        emb, _ = _encode_items(model, cache, [split.queries[i] for i in composed],
+                               [str(split.conditions[i]) for i in composed], digests, cfg,
+                               progress(f"encode {split.label} queries", len(composed)),
+                               f"{split.label} queries")
+        out[composed] = emb
+    if plain:
+        emb, _ = _encode_items(model, cache, [split.queries[i] for i in plain], None, digests,
+                               cfg, progress(f"encode {split.label} image queries", len(plain)),
+                               f"{split.label} image queries")
+        out[plain] = emb
+    return out
+
+
+def rank_split(encoded: EncodedSplit, cfg: Any, *, thresholds: str = "all", top: int = 3,
+               progress: ProgressFactory | None = None) -> RelevantRanks:
+    """Blockwise tie-safe ranks of every query's relevant items (bounded memory)."""
+    split = encoded.split
+    bar = progress(f"score {split.label}", len(split.queries)) if progress else None
+    return rank_relevant(encoded.queries, encoded.gallery, split.relevant, split.excluded,
+                         thresholds=thresholds, top=top, device=cfg.device, progress=bar,
+                         query_block=getattr(cfg, "query_block", 1024),
+                         gallery_block=getattr(cfg, "gallery_block", 8192))
+
+
+def top_candidates(encoded: EncodedSplit, cfg: Any, k: int, *, include_relevant: bool,
+                   progress: ProgressFactory | None = None) -> list[list[int]]:
+    """Each query's ``k`` best gallery columns, best first (ties: lower column first), the
+    excluded columns left out, for submission files; with ``include_relevant`` the query's
+    ``relevant`` columns compete too (a test split's stand-in relevant item, e.g. a kept
+    reference image)."""
+    ranks = rank_split(encoded, cfg, top=k, progress=progress)
+    out = []
+    for i in range(len(encoded.split.queries)):
+        pairs = [(float(s), int(c)) for c, s in zip(ranks.top_cols[i], ranks.top_scores[i],
+                                                    strict=True) if c >= 0]
+        if include_relevant:
+            n = int(ranks.n_relevant[i])
+            pairs += [(float(ranks.scores[i, r]), int(ranks.cols[i, r])) for r in range(n)]
+        pairs.sort(key=lambda p: (-p[0], p[1]))
+        out.append([c for _, c in pairs[:k]])
+    return out
+
+
+def summarize(per_query: dict[str, tuple[np.ndarray, Sequence[int]]], *, seed: int,
+              n_resamples: int) -> dict[str, dict[str, dict[str, float]]]:
+    """``{metric: {k: {mean, ci_low, ci_high}}}`` from per-query ``(Q, len(ks))`` arrays,
+    each column's CI from :func:`condsim.metrics.bootstrap.bootstrap_ci` over queries; the
+    metrics are seeded apart (``seed + 5 m`` for the ``m``-th metric)."""
+    return {name: summarize_recalls(values, ks, seed=seed + 5 * m, n_resamples=n_resamples)
+            for m, (name, (values, ks)) in enumerate(per_query.items())}
+
+
+def per_query_block(per_query: dict[str, tuple[np.ndarray, Sequence[int]]], query_ids: list[Any]
+                    ) -> dict[str, Any]:
+    """The per-query values kept in ``results.json`` for paired comparisons:
+    ``{"per_query": {"<metric>_at_<k>": [...]}, "query_ids": [...]}``."""
+    return {"per_query": {f"{name}_at_{k}": values[:, j].tolist()
+                          for name, (values, ks) in per_query.items()
+                          for j, k in enumerate(ks)},
+            "query_ids": list(query_ids)}
+
+
+def failure_cases(split: CIRSplit, ranks: RelevantRanks, *, group: str | None = None,
+                  limit: int = 12) -> list[dict[str, Any]]:
+    """Failure cases (schema ``condsim.failures/1``) of the queries whose best relevant item
+    does not come strictly first, evenly spread over them: the case's target is that best
+    relevant item, ``top`` the best-scoring non-relevant candidates (other relevant items are
+    not wrong answers and are not shown)."""
+    from condsim.results.failures import _spread
+
+    rows = np.arange(len(split.queries))
+    if ranks.greater.shape[1] == 1:
+        g, t = ranks.greater[:, 0], ranks.ties[:, 0]
+    else:
+        g, t = ranks.greater[rows, ranks.best], ranks.ties[rows, ranks.best]
+    failed = np.flatnonzero((g + t) > 0)
+    cases = []
+    for i in _spread(failed, limit).tolist():
+        col = int(ranks.cols[i, ranks.best[i]])
+        top = [{"image": split.ref_of_gallery(int(c)), "score": float(s)}
+               for c, s in zip(ranks.top_cols[i], ranks.top_scores[i], strict=True) if c >= 0]
+        cases.append({
+            "schema": FAILURES_SCHEMA, "group": group, "query_id": split.query_ids[i],
+            "query": {"image": split.ref_of_query(i),
+                      "condition": "" if split.conditions[i] is None else
+                      str(split.conditions[i])},
+            "target": split.ref_of_gallery(col),
+            "target_score": float(ranks.scores[i, ranks.best[i]]),
+            "target_rank": int(g[i]) + 1, "n_ties": int(t[i]),
+            "gallery_size": int(ranks.gallery_sizes[i]), "top": top[:3],
+        })
+    return cases
+
+
+def headline_of(spec: Any, metrics: dict[str, Any]) -> dict[str, Any]:
+    """The headline cell named by ``spec.main_score``: ``"<metric>_at_<k>"`` is
+    ``metrics[<metric>][<k>]``; any other name is a top-level cell of ``metrics``."""
+    name = spec.main_score
+    metric, _, k = name.rpartition("_at_")
+    cell = metrics.get(metric, {}).get(k) if metric and isinstance(metrics.get(metric),
+                                                                    dict) else None
+    if cell is None:
+        cell = metrics.get(name)
+    if not isinstance(cell, dict) or "mean" not in cell:
+        raise DataError(f"{spec.name}: main score {name!r} is not among the metrics")
+    return {"name": name, **{k: v for k, v in cell.items() if k in ("mean", "ci_low",
+                                                                     "ci_high", "std")}}
+
+
+def make_result(spec: Any, model: Any, cfg: Any, metrics: dict[str, Any], *,
+                protocol: dict[str, Any], skipped: dict[str, Any],
+                failures: list[dict[str, Any]], cache: EmbeddingCache | None = None,
+                extra: dict[str, Any] | None = None) -> RunResult:
+    """The run's :class:`RunResult`: the spec's metadata, the variant fields and the
+    bootstrap settings in ``protocol``; the config in ``extra``; cache repairs counted."""
+    proto = {**spec.meta(), **{v: getattr(cfg, v) for v in spec.variants}, **protocol,
+             "bootstrap": {"n_resamples": cfg.n_bootstrap, "seed": cfg.seed, "level": 0.95,
+                           "unit": "query"}}
+    for key, value in list(proto.items()):
+        if isinstance(value, tuple):
+            proto[key] = list(value)
+    integrity = getattr(cache, "integrity", None)
+    if integrity is not None:
+        skipped = {**skipped, "cache_repairs": _as_dict(integrity)}
+    return RunResult(benchmark=spec.name, model=model.meta.to_dict(), protocol=proto,
+                     seed=cfg.seed, headline=headline_of(spec, metrics), metrics=metrics,
+                     skipped=skipped, extra={"config": cfg.to_dict(), "failures": failures,
+                                             **(extra or {})})
+
+
+def _as_dict(x: Any) -> Any:
+    from dataclasses import asdict, is_dataclass
+
+    return asdict(x) if is_dataclass(x) else x

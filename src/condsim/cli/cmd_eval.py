@@ -1,0 +1,181 @@
+"""``condsim eval <benchmark>`` for every registered benchmark, and ``condsim benchmarks``.
+
+The commands are generated from each benchmark's :class:`~condsim.benchmarks.spec.
+BenchmarkSpec`: one flag per config field (``n_bootstrap`` -> ``--n-bootstrap``, older
+spellings kept as aliases), its help and default from the field, and the values checked by
+the config itself, so the CLI, a suite file and ``condsim.evaluate(**config)`` accept the same
+fields with the same defaults and give the same numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import typing
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.table import Table
+
+from condsim.cli.common import console
+
+#: command-level options that are not config fields
+_OWN = ("model", "out")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _param(f: dataclasses.Field, hints: dict[str, Any]) -> inspect.Parameter:
+    """The typer parameter of one config field (``None`` default: the config's default)."""
+    from condsim.benchmarks.spec import field_elem_type, opt_of
+
+    opt = opt_of(f)
+    elem, is_tuple, _ = field_elem_type(f, hints)
+    required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    default = f.default if not required else None
+    shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+    help_text = opt.help
+    if opt.choices and not is_tuple:
+        help_text += f" (one of: {', '.join(opt.choices)})"
+    names = [_flag(f.name), *opt.aliases] + ([opt.short] if opt.short else [])
+    if elem is bool and not is_tuple:
+        names = [f"{_flag(f.name)}/{opt.off_flag or '--no-' + f.name.replace('_', '-')}",
+                 *opt.aliases]
+        annotation: Any = Optional[bool]  # noqa: UP045 (typer reads the annotation)
+    elif is_tuple:
+        annotation = Optional[list[str]]  # noqa: UP045
+        if opt.split_commas:
+            help_text += " Comma-separated or repeated."
+        else:
+            help_text += " Repeat the flag for several."
+    else:
+        annotation = Optional[{int: int, float: float}.get(elem, str)]  # noqa: UP045
+    show: bool | str = False if required or default is None else str(shown)
+    option = typer.Option(... if required else None, *names, help=help_text,
+                          show_default=show,
+                          metavar="PATH" if opt.path else ("LIST" if is_tuple else None))
+    return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option,
+                             annotation=annotation)
+
+
+def _config_values(spec: Any, given: dict[str, Any]) -> dict[str, Any]:
+    """Config fields from the parsed flags: only the flags given (the config holds the
+    defaults), lists split on commas where the field says so."""
+    from condsim.benchmarks.spec import field_elem_type, opt_of, parse_cli_list
+    from condsim.errors import ConfigError
+
+    hints = typing.get_type_hints(spec.config)
+    fields = {f.name: f for f in dataclasses.fields(spec.config)}
+    out: dict[str, Any] = {}
+    for name, value in given.items():
+        if value is None:
+            continue
+        f = fields[name]
+        elem, is_tuple, _ = field_elem_type(f, hints)
+        if is_tuple:
+            items: list[Any] = []
+            for text in value:
+                try:
+                    items += parse_cli_list(str(text), elem, opt_of(f).split_commas)
+                except ConfigError as exc:
+                    raise ConfigError(f"{_flag(name)}: {exc}") from None
+            value = items
+        out[name] = value
+    return out
+
+
+def _check_out(out: Path) -> None:
+    """``--out`` must be a folder we can create/write, checked before any work."""
+    from condsim.errors import ConfigError
+
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: exists and is not a folder; give a folder path")
+    parent = out
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"--out {out}: {parent} is not a folder")
+    import os
+
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out {out}: {parent} is not writable")
+
+
+def make_command(spec: Any) -> Any:
+    """The ``condsim eval <spec.name>`` callback, its signature built from the config."""
+    from condsim.benchmarks.spec import config_fields
+
+    hints = typing.get_type_hints(spec.config)
+    params = [
+        inspect.Parameter("model", inspect.Parameter.KEYWORD_ONLY, annotation=str,
+                          default=typer.Option(..., "--model", "-m",
+                                               help="Model name (see `condsim models`).")),
+        inspect.Parameter("out", inspect.Parameter.KEYWORD_ONLY, annotation=Path,
+                          default=typer.Option(Path("runs") / spec.name, "--out",
+                                               help="Output folder (results.json, "
+                                               "model_card.yaml; submission files).")),
+    ]
+    for f in config_fields(spec):
+        if f.name in _OWN:
+            raise TypeError(f"{spec.name}: config field {f.name!r} clashes with a CLI option")
+        params.append(_param(f, hints))
+
+    def command(**given: Any) -> None:
+        from condsim.benchmarks.run import model_from, save_run
+        from condsim.progress import rich_progress
+        from condsim.results.tables import metrics_table
+
+        model_name, out = given.pop("model"), Path(given.pop("out"))
+        cfg = spec.make_config(f"condsim eval {spec.name}", **_config_values(spec, given))
+        _check_out(out)
+        encoder = model_from(model_name, cfg)
+        submitting = spec.submit is not None and getattr(cfg, "split", None) in \
+            spec.submit_splits
+        with rich_progress() as progress:
+            if submitting:
+                files = spec.submit(encoder, cfg, out, progress=progress)
+                paths = files.values() if isinstance(files, dict) else [files]
+                console.print("wrote " + " and ".join(str(p) for p in paths))
+                return
+            result = spec.evaluate(encoder, cfg, progress=progress)
+            save_run(spec, result, out)
+        for item in (spec.render(result) if spec.render else [metrics_table(result)]):
+            console.print(item)
+        h = result.headline
+        value = h.get("mean", h.get("value"))
+        ci = (f" [{h['ci_low'] * 100:.2f}, {h['ci_high'] * 100:.2f}]"
+              if "ci_low" in h else (f" ± {h['std'] * 100:.2f}" if "std" in h else ""))
+        console.print(f"{h['name']}: {value * 100:.2f}{ci}")
+        skipped = {k: v for k, v in result.skipped.items()
+                   if isinstance(v, int) and v and k != "examples"}
+        if skipped:
+            console.print(f"[yellow]skipped: {skipped} (details in results.json)[/]")
+        console.print(f"wrote {out / 'results.json'} and {out / 'model_card.yaml'}")
+
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    command.__name__ = f"eval_{spec.name}"
+    command.__doc__ = (f"{spec.description}. Main score: {spec.main_score}. Protocol "
+                       f"{spec.protocol_version}, after {spec.reference}.")
+    return command
+
+
+def register(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typer) -> None:
+    from condsim.registry import list_benchmarks
+
+    for spec in list_benchmarks():
+        eval_app.command(spec.name)(make_command(spec))
+
+    @app.command("benchmarks")
+    def benchmarks() -> None:
+        """List every benchmark: description, main score, protocol version, reference."""
+        table = Table(title="condsim benchmarks (details: condsim eval <name> --help)")
+        for col in ("name", "main score", "protocol", "variants", "description / reference"):
+            table.add_column(col, no_wrap=col != "description / reference")
+        for spec in list_benchmarks():
+            table.add_row(spec.name, spec.main_score, spec.protocol_version,
+                          ", ".join(spec.variants) or "-",
+                          f"{spec.description}\n[dim]{spec.reference}[/]")
+        console.print(table)
