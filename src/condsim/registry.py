@@ -39,12 +39,9 @@ _BUILTIN_MODEL_MODULES = (
     "condsim.models.condvit",
     "condsim.models.open_clip",
 )
-_BUILTIN_BENCHMARK_MODULES = (
-    "condsim.benchmarks.lrvsf", "condsim.benchmarks.genecis", "condsim.benchmarks.cirr",
-    "condsim.benchmarks.circo",
-    "condsim.benchmarks.mitstates",
-    "condsim.benchmarks.fashioniq",
-)
+#: the package whose modules register the built-in benchmarks: every module in it is
+#: imported once (a new benchmark is a new file there, nothing to list)
+_BENCHMARK_PACKAGE = "condsim.benchmarks"
 
 
 def register_model(
@@ -68,6 +65,23 @@ def register_model(
 def _load_builtins(modules: tuple[str, ...]) -> None:
     for mod in modules:
         importlib.import_module(mod)
+
+
+_benchmarks_loaded = False
+
+
+def _load_benchmarks() -> None:
+    """Import every module of :data:`_BENCHMARK_PACKAGE` (each registers its spec)."""
+    global _benchmarks_loaded
+    if _benchmarks_loaded:
+        return
+    import pkgutil
+
+    package = importlib.import_module(_BENCHMARK_PACKAGE)
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{_BENCHMARK_PACKAGE}.{info.name}")
+    _benchmarks_loaded = True
 
 
 def list_models() -> list[ModelEntry]:
@@ -137,11 +151,11 @@ def get_benchmark(name: str) -> Any:
 
 def find_benchmark(name: str) -> Any:
     """The spec named ``name``, or ``None``."""
-    _load_builtins(_BUILTIN_BENCHMARK_MODULES)
+    _load_benchmarks()
     return _BENCHMARKS.get(name)
 
 
 def list_benchmarks() -> list[Any]:
     """Every registered :class:`~condsim.benchmarks.spec.BenchmarkSpec`, sorted by name."""
-    _load_builtins(_BUILTIN_BENCHMARK_MODULES)
+    _load_benchmarks()
     return [_BENCHMARKS[n] for n in sorted(_BENCHMARKS)]
