@@ -3,6 +3,7 @@ query id, the 0.2% threshold, JSON output, mismatched runs."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -113,8 +114,15 @@ def test_lrvsf_runs_compare_by_paired_folds(tmp_path, tiny_clip):
     assert row["significant"] == (abs(d.mean()) > 1.96 * d.std(ddof=1))
     same = paired_comparison(a, a)["groups"][0]
     assert same["diff"] == 0 and not same["significant"] and same["p_value"] == 1.0
-    other = run_benchmark(tiny_clip, LRVSFConfig(**{**cfg.__dict__, "seed": 1}),
-                           tmp_path / "other")
+    other = run_benchmark(tiny_clip, dataclasses.replace(cfg, seed=1), tmp_path / "other")
     with pytest.raises(DataError, match="can only be paired"):
         paired_comparison(a, other)
+    # a run with only one of the counts pairs on that count (draws of 50 do not depend on
+    # the other counts); damaged draw digests are refused, naming the count
+    only50 = run_benchmark(tiny_clip, dataclasses.replace(cfg, n_dists=(50,)), tmp_path / "o")
+    assert {r["group"] for r in paired_comparison(a, only50)["groups"]} == {
+        f"R@{k} +50" for k in (1, 5, 10, 20, 50)}
+    only50.protocol["draw_digests"]["50"] = "0" * 32
+    with pytest.raises(DataError, match="different galleries for 50"):
+        paired_comparison(a, only50)
     assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b")]) == 0

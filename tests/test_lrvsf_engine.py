@@ -281,3 +281,17 @@ def test_same_category_recall_matches_brute_force(p, n, f, b, nd, seed):
     got = same_category_recalls(q, t, d, pcat, dcat, folds, [draws], cfg)[:, 0, :]
     np.testing.assert_allclose(got, _brute_same_category(q, t, d, pcat, dcat, folds, draws, ks),
                                rtol=0, atol=1e-12)
+
+
+def test_draws_of_a_count_do_not_depend_on_the_other_counts():
+    """`--n-dists 10` and `--n-dists 1500,10` draw the same galleries for 10 (issue: draws
+    depended on the order of the list); repeated counts are refused."""
+    from condsim.benchmarks.lrvsf import draw_digests
+
+    alone = seeded_draws(5, (10,), 4, 300).mult
+    both = seeded_draws(5, (1500, 10), 4, 300).mult
+    np.testing.assert_array_equal(alone, both[:, 4:])
+    assert draw_digests(5, (10,), 4, 300)["10"] == draw_digests(5, (1500, 10), 4, 300)["10"]
+    assert draw_digests(5, (10,), 4, 300) != draw_digests(6, (10,), 4, 300)
+    with pytest.raises(CondsimError, match="repeat"):
+        seeded_draws(5, (10, 10), 4, 300)

@@ -29,7 +29,7 @@ from condsim.benchmarks.spec import BenchmarkSpec, Pairing, SharedOptions, optio
 from condsim.cache.encode import encode_cached
 from condsim.cache.store import CachedRows, EmbeddingCache
 from condsim.data import lrvsf as data
-from condsim.errors import DataError
+from condsim.errors import CondsimError, DataError
 from condsim.metrics.recall import weighted_mean_std
 from condsim.models.base import require_condition_kind
 from condsim.paths import default_cache_dir
@@ -102,18 +102,47 @@ def load_folds(spec: str, n_products: int, seed: int) -> tuple[np.ndarray, str]:
 def seeded_draw_rows(
     seed: int, n_dists: Sequence[int], n_folds: int, n_items: int
 ) -> Iterator[np.ndarray]:
-    """Distractor draws with replacement: for each ``n`` (in order) and each fold, ``n``
-    indices from ``numpy.random.default_rng(seed).integers(0, n_items, n)``."""
-    rng = np.random.default_rng(seed)
+    """Distractor draws with replacement. The draws of count ``n`` come from their own
+    generator ``numpy.random.default_rng([seed, n])``: fold ``f`` is its ``f``-th
+    ``integers(0, n_items, n)`` call. They depend on ``(seed, n, n_items)`` alone, never on
+    the other counts or their order, so two runs sharing a count share its galleries."""
+    if len(set(n_dists)) != len(n_dists):
+        raise CondsimError(f"distractor counts repeat: {list(n_dists)}; give each once")
     for n in n_dists:
+        rng = np.random.default_rng([seed, int(n)])
         for _ in range(n_folds):
             yield rng.integers(0, n_items, size=n)
+
+
+def draw_digests(seed: int, n_dists: Sequence[int], n_folds: int, n_items: int
+                 ) -> dict[str, str]:
+    """blake2b-128 digest of each count's draws (fold rows in order, int64 bytes): recorded
+    in ``results.json`` so that ``condsim compare`` pairs only runs with the same galleries."""
+    import hashlib
+
+    out = {}
+    rows = seeded_draw_rows(seed, n_dists, n_folds, n_items)
+    for n in n_dists:
+        h = hashlib.blake2b(f"{n_items}|".encode(), digest_size=16)
+        for _ in range(n_folds):
+            h.update(np.ascontiguousarray(next(rows), np.int64).tobytes())
+        out[str(n)] = h.hexdigest()
+    return out
 
 
 def seeded_draws(seed: int, n_dists: Sequence[int], n_folds: int, n_items: int) -> DistractorDraws:
     """:func:`seeded_draw_rows` as multiplicities (the draws themselves are not kept)."""
     rows = seeded_draw_rows(seed, n_dists, n_folds, n_items)
     return DistractorDraws.from_rows(rows, n_items, n_folds, len(n_dists))
+
+
+def folds_digest(folds: np.ndarray) -> str:
+    """blake2b-128 digest of the folds (shape + int64 bytes)."""
+    import hashlib
+
+    h = hashlib.blake2b(str(folds.shape).encode(), digest_size=16)
+    h.update(np.ascontiguousarray(folds, np.int64).tobytes())
+    return h.hexdigest()
 
 
 def _check_data_root(path: str) -> str | None:
@@ -256,8 +285,11 @@ class _Run:
             "fold_size": int(folds.shape[1]),
             "n_dists": list(cfg.n_dists),
             "ks": list(cfg.ks),
-            "distractor_sampling": "with replacement; numpy.random.default_rng(seed)"
-            ".integers(0, N, n) for each n (in order) then each fold",
+            "distractor_sampling": "with replacement; for each n, numpy.random."
+            "default_rng([seed, n]).integers(0, N, n) once per fold",
+            "draw_digests": draw_digests(cfg.seed, cfg.n_dists, folds.shape[0],
+                                         max(n_avail, 1)),
+            "folds_digest": folds_digest(folds),
             "tie_rule": "expected recall under uniformly random tie-breaking",
             "n_products": n_products,
             "n_distractors_total": n_total,
@@ -410,12 +442,13 @@ SPEC = register_benchmark(BenchmarkSpec(
     name="lrvsf",
     description="LAION-RVS-Fashion test set: 2,000 products, up to 2M distractors, "
     "20 bootstrap folds",
-    main_score="recall_at_1", split="test", protocol_version="1",
+    main_score="recall_at_1", split="test", protocol_version="2",
     reference="https://github.com/Simon-Lepage/LRVSF-Benchmark",
     dataset_type="Slep/LAION-RVS-Fashion", dataset_name="LAION - Referred Visual Search - "
     "Fashion",
     config=LRVSFConfig, evaluate=evaluate, synthetic=_synthetic,
     pairing=Pairing("folds", "recall (paired folds)", must_agree=(
-        "folds", "seed", "conditioning", "n_distractors_available", "n_products")),
+        "folds", "folds_digest", "seed", "conditioning", "n_distractors_available",
+        "n_products", "protocol_version"), per_group_agree="draw_digests"),
     variants=("conditioning",), model_card=model_card, render=_render, chance=_chance,
 ))

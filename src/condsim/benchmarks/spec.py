@@ -237,7 +237,8 @@ class Pairing:
     ``metrics[per_query][key]`` without groups), matched by ``query_ids``; ``group_key``
     names the metrics entry holding groups (GeneCIS tasks, FashionIQ categories).
     ``kind="folds"``: per-fold values (LRVS-F); ``must_agree`` lists the protocol fields two
-    runs must share to be paired.
+    runs must share to be paired, ``per_group_agree`` a protocol mapping whose entries must
+    agree for every group (distractor count) both runs hold.
     """
 
     kind: str
@@ -245,6 +246,9 @@ class Pairing:
     key: str = ""
     group_key: str | None = None
     must_agree: tuple[str, ...] = ()
+    #: a protocol entry ``{group: digest}`` (e.g. LRVS-F's draws per distractor count) that
+    #: must agree for every group both runs hold
+    per_group_agree: str | None = None
 
 
 @dataclass(frozen=True)
