@@ -26,9 +26,10 @@ from typing import Any
 from condsim.benchmarks.cirr import CirrConfig, evaluate_cirr
 from condsim.benchmarks.genecis import GenecisConfig, evaluate_genecis
 from condsim.benchmarks.lrvsf import LRVSFConfig, evaluate_lrvsf
+from condsim.io import atomic_write_text
 from condsim.progress import ProgressFactory, no_progress
 from condsim.registry import create_model
-from condsim.results.run_result import RunResult, atomic_write_text
+from condsim.results.run_result import RunResult
 
 logger = logging.getLogger(__name__)
 

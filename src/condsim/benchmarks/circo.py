@@ -24,12 +24,13 @@ from condsim.cache.store import EmbeddingCache
 from condsim.data.crops import ImageRef
 from condsim.data.jsonio import load_json
 from condsim.errors import DataError
+from condsim.io import atomic_write_text
 from condsim.metrics.ap import map_at_ks
 from condsim.metrics.recall import expected_recall_at_k
 from condsim.models.base import require_condition_kind
 from condsim.paths import default_cache_dir
 from condsim.progress import ProgressFactory, no_progress
-from condsim.results.run_result import RunResult, atomic_write_text
+from condsim.results.run_result import RunResult
 
 logger = logging.getLogger(__name__)
 

@@ -28,12 +28,13 @@ from condsim.benchmarks.retrieval import (
 from condsim.cache.store import EmbeddingCache
 from condsim.data.cirr import read_cirr
 from condsim.errors import DataError
+from condsim.io import atomic_write_text
 from condsim.metrics.recall import expected_recall_at_k
 from condsim.models.base import require_condition_kind
 from condsim.paths import default_cache_dir
 from condsim.progress import ProgressFactory, no_progress
 from condsim.registry import register_benchmark
-from condsim.results.run_result import RunResult, atomic_write_text
+from condsim.results.run_result import RunResult
 
 logger = logging.getLogger(__name__)
 
