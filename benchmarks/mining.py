@@ -30,8 +30,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from condsim.io import atomic_write_json, atomic_write_parquet
 from condsim.training import MiningConfig, mine, read_triplets
-from condsim.training._io import atomic_write_json, atomic_write_parquet
 from condsim.training.scenegraph import GRAPH_SCHEMA, graph_shard_paths
 
 THRESHOLD = 4.8
@@ -233,7 +233,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         parquet, sidecar = graph_shard_paths(tmp_path / "graphs", 0, 1)
-        atomic_write_parquet(parquet, table)
+        atomic_write_parquet(parquet, table, compression="zstd")
         atomic_write_json(sidecar, {"synthetic": True, "seed": args.seed})
         norms_path = write_norms(tmp_path / "norms.csv", norms)
 

@@ -17,8 +17,8 @@ from typer.testing import CliRunner
 
 from condsim.cli.cmd_training import register
 from condsim.errors import CondsimError, DataError
+from condsim.io import atomic_write_json, atomic_write_parquet
 from condsim.training import MiningConfig, combine_shards, mine, parse_shard, read_triplets
-from condsim.training._io import atomic_write_json, atomic_write_parquet
 from condsim.training.captions import read_captions, skip_reason
 from condsim.training.concreteness import load_concreteness, plural
 from condsim.training.mining import (
@@ -67,7 +67,8 @@ def write_graphs(directory: Path, table: pa.Table, shards: int = 1) -> Path:
     bounds = np.linspace(0, table.num_rows, shards + 1).astype(int)
     for i in range(shards):
         parquet, sidecar = graph_shard_paths(directory, i, shards)
-        atomic_write_parquet(parquet, table.slice(bounds[i], bounds[i + 1] - bounds[i]))
+        atomic_write_parquet(parquet, table.slice(bounds[i], bounds[i + 1] - bounds[i]),
+                             compression="zstd")
         atomic_write_json(sidecar, {"shard_index": i})
     return directory
 

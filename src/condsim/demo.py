@@ -27,9 +27,10 @@ from condsim.benchmarks.cirr import CirrConfig
 from condsim.benchmarks.genecis import GenecisConfig
 from condsim.benchmarks.lrvsf import LRVSFConfig
 from condsim.benchmarks.run import run_benchmark
+from condsim.io import atomic_write_text
 from condsim.progress import ProgressFactory, no_progress
 from condsim.registry import create_model
-from condsim.results.run_result import RunResult, atomic_write_text
+from condsim.results.run_result import RunResult
 
 logger = logging.getLogger(__name__)
 

@@ -13,12 +13,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch.distributed as dist
 
 from condsim.cache.encode import encode_cached
 from condsim.cache.store import EmbeddingCache, item_keys
 from condsim.errors import DataError
+from condsim.io import atomic_save_npy
 
 logger = logging.getLogger(__name__)
 
@@ -56,10 +56,6 @@ def encode_distributed(
     rows = merged.lookup(item_keys(images, conditions))
     if (rows < 0).any():
         raise DataError(f"{int((rows < 0).sum())} embeddings missing after encoding")
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp.npy")
-    np.save(tmp, merged.read(rows))
-    tmp.replace(out)
+    out = atomic_save_npy(out, merged.read(rows))
     logger.info("wrote %s (%d rows, %d ranks)", out, n, world)
     return out

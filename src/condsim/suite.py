@@ -36,8 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from condsim.errors import CondsimError, ConfigError, DataError
+from condsim.io import atomic_write_text
 from condsim.progress import ProgressFactory, no_progress
-from condsim.results.run_result import atomic_write_text
 
 logger = logging.getLogger(__name__)
 

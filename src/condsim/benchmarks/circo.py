@@ -34,12 +34,13 @@ from condsim.benchmarks.spec import BenchmarkSpec, Pairing, SharedOptions, optio
 from condsim.data.crops import ImageRef
 from condsim.data.jsonio import load_json
 from condsim.errors import DataError
+from condsim.io import atomic_write_text
 from condsim.metrics.ap import expected_ap_from_ranks
 from condsim.metrics.recall import recall_from_counts
 from condsim.models.base import require_condition_kind
 from condsim.progress import ProgressFactory, no_progress
 from condsim.registry import register_benchmark
-from condsim.results.run_result import RunResult, atomic_write_text
+from condsim.results.run_result import RunResult
 
 logger = logging.getLogger(__name__)
 

@@ -32,11 +32,12 @@ from condsim.benchmarks.protocol import (
 from condsim.benchmarks.spec import BenchmarkSpec, Pairing, SharedOptions, option
 from condsim.data.cirr import read_cirr
 from condsim.errors import DataError
+from condsim.io import atomic_write_text
 from condsim.metrics.recall import recall_from_counts
 from condsim.models.base import require_condition_kind
 from condsim.progress import ProgressFactory, no_progress
 from condsim.registry import register_benchmark
-from condsim.results.run_result import RunResult, atomic_write_text
+from condsim.results.run_result import RunResult
 from condsim.search.blockwise import rank_candidates
 
 logger = logging.getLogger(__name__)

@@ -17,6 +17,7 @@ from condsim.cache.encode import encode_cached
 from condsim.cache.store import KEY_DTYPE, EmbeddingCache
 from condsim.data.crops import ImageRef
 from condsim.errors import DataError
+from condsim.io import file_digest
 from condsim.metrics.bootstrap import bootstrap_ci
 from condsim.metrics.significance import resampled_means
 
@@ -31,11 +32,7 @@ class FileDigests:
 
     def __call__(self, path: str) -> str:
         if path not in self._memo:
-            h = hashlib.blake2b(digest_size=16)
-            with open(path, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(chunk)
-            self._memo[path] = h.hexdigest()
+            self._memo[path] = file_digest(path)
         return self._memo[path]
 
 

@@ -52,11 +52,9 @@ def item_keys(images: Sequence[bytes], conditions: Sequence[str] | None = None) 
 
 def file_checksum(path: Path) -> str:
     """blake2b-128 hex digest of a file's bytes."""
-    h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    from condsim.io import file_digest
+
+    return file_digest(path)
 
 
 def _atomic_save(path: Path, arr: np.ndarray) -> None:

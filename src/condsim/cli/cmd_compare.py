@@ -33,7 +33,8 @@ def register(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typer) ->
         distractor count and K. Gives the difference, 95% interval, p-value, whether the
         interval excludes 0 and whether |diff| exceeds the threshold."""
         from condsim.benchmarks.run import compare_runs
-        from condsim.results.run_result import atomic_write_text, load_result
+        from condsim.io import atomic_write_text
+        from condsim.results.run_result import load_result
 
         a, b = load_result(run_a), load_result(run_b)
         cmp = compare_runs(a, b, seed=seed, n_resamples=bootstrap, threshold=threshold)

@@ -176,8 +176,8 @@ def register_train(app: typer.Typer) -> None:
         CIRR's train split (--cirr-root); resumes from OUT/last when present. Works under
         torchrun (DDP); --submit launches a distributed job through submitit (SLURM or this
         machine); --slurm-nodes writes a multi-node sbatch script instead."""
+        from condsim.io import atomic_write_text
         from condsim.registry import create_model
-        from condsim.results.run_result import atomic_write_text
         from condsim.training.recipes import combiner_validator, slurm_script, train_combiner
 
         if _launched(ctx, out, submit, gpus_per_node, slurm_hours, partition):

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import http.client
 import io
-import json
 import logging
 import time
 import urllib.error
@@ -43,8 +42,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from condsim.errors import DataError
-from condsim.results.run_result import atomic_write_text
-from condsim.training._io import atomic_write_parquet
+from condsim.io import atomic_write_json, atomic_write_parquet
 
 logger = logging.getLogger(__name__)
 
@@ -179,7 +177,7 @@ def _write_shard(path: Path, rows: Sequence[dict[str, Any]], first_key: int,
     if extra is not None:
         for name in extra.column_names:
             table = table.append_column(extra.field(name), extra.column(name))
-    atomic_write_parquet(path, table)
+    atomic_write_parquet(path, table, compression="zstd")
 
 
 def _shard_stats(path: Path) -> Counter[str]:
@@ -231,5 +229,5 @@ def download_distractors(
              "success": totals["success"],
              "failed": {k: v for k, v in sorted(totals.items()) if k != "success"},
              "size": cfg.size, "shard_size": cfg.shard_size}
-    atomic_write_text(folder / "download_stats.json", json.dumps(stats, indent=1))
+    atomic_write_json(folder / "download_stats.json", stats, indent=1)
     return stats

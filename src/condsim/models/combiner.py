@@ -24,9 +24,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from condsim.errors import ModelError
+from condsim.io import atomic_write_text
 from condsim.models.base import PixelEncoder, encode_texts_once, module_digest
 from condsim.registry import register_model
-from condsim.results.run_result import atomic_write_text
 from condsim.types import ModelMeta
 
 CONFIG_NAME = "combiner_config.json"

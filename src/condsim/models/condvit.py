@@ -21,10 +21,10 @@ from torch import nn
 
 from condsim.data.lrvsf import CATEGORIES
 from condsim.errors import ModelError
+from condsim.io import atomic_write_text
 from condsim.models.base import PixelEncoder, encode_texts_once, module_digest
 from condsim.models.preprocess import ImagePreprocessor
 from condsim.registry import register_model
-from condsim.results.run_result import atomic_write_text
 from condsim.types import ModelMeta
 
 CONFIG_NAME = "condvit_config.json"

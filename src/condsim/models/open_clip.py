@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from condsim.cache.store import file_checksum
 from condsim.errors import ModelError
+from condsim.io import file_digest
 from condsim.models.base import default_device, module_digest
 from condsim.models.clip_hf import COMBINE_MODES, DualEncoder
 from condsim.models.preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, ImagePreprocessor
@@ -119,7 +119,7 @@ class OpenClipEncoder(DualEncoder):
         if dim is None:
             with torch.inference_mode():
                 dim = int(self.encode_texts(["a"]).shape[-1])
-        revision = file_checksum(Path(pretrained)) if pretrained and Path(
+        revision = file_digest(Path(pretrained)) if pretrained and Path(
             pretrained).is_file() else (pretrained or module_digest(self.model))
         base = f"open_clip:{rest}"
         self.meta = self._dual_meta(base, dim, revision, {

@@ -8,11 +8,11 @@ the real loading path. Its tokenizer is a byte-level BPE with no merges (one tok
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from condsim.io import atomic_directory, remove_stale_temps
 from condsim.models.clip_hf import HFClipEncoder
 from condsim.paths import condsim_home
 from condsim.registry import register_model
@@ -33,7 +33,9 @@ def _byte_vocab() -> dict[str, int]:
 
 
 def build_tiny_clip(out_dir: str | Path, *, seed: int = TINY_SEED, image_size: int = 64) -> Path:
-    """Write a seeded random-init tiny CLIP checkpoint (model + tokenizer + processor)."""
+    """Write a seeded random-init tiny CLIP checkpoint (model + tokenizer + processor) to
+    the new directory ``out_dir``, built under a temporary name and renamed into place
+    (:func:`condsim.io.atomic_directory`: an existing ``out_dir`` is refused)."""
     import torch
     from transformers import (
         CLIPConfig,
@@ -72,16 +74,15 @@ def build_tiny_clip(out_dir: str | Path, *, seed: int = TINY_SEED, image_size: i
         ),
         tokenizer=tokenizer,
     )
-    tmp_out = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     # not model.save_pretrained: under torch.distributed, transformers 5 writes weights on
     # rank 0 only, and a rank > 0 building this first would leave a checkpoint without them
     from safetensors.torch import save_file
 
-    model.config.save_pretrained(tmp_out)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()},
-              str(tmp_out / "model.safetensors"), metadata={"format": "pt"})
-    processor.save_pretrained(tmp_out)
-    os.replace(tmp_out, out)
+    with atomic_directory(out) as tmp_out:
+        model.config.save_pretrained(tmp_out)
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()},
+                  str(tmp_out / "model.safetensors"), metadata={"format": "pt"})
+        processor.save_pretrained(tmp_out)
     return out
 
 
@@ -105,6 +106,7 @@ def tiny_clip_dir() -> Path:
                 import shutil
 
                 shutil.rmtree(path)
+            remove_stale_temps(path)  # builds killed midway (we hold the lock)
             build_tiny_clip(path)
     return path
 

@@ -1,5 +1,5 @@
 """Typed, versioned results: JSON records, HF model-card YAML, tables."""
 
-from condsim.results.run_result import SCHEMA_VERSION, RunResult, atomic_write_text, load_result
+from condsim.results.run_result import SCHEMA_VERSION, RunResult, load_result
 
-__all__ = ["SCHEMA_VERSION", "RunResult", "atomic_write_text", "load_result"]
+__all__ = ["SCHEMA_VERSION", "RunResult", "load_result"]

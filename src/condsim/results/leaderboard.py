@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from condsim.errors import DataError
+from condsim.io import atomic_write_text
 from condsim.results.markdown import md_table
-from condsim.results.run_result import RunResult, atomic_write_text, load_result
+from condsim.results.run_result import RunResult, load_result
 
 logger = logging.getLogger(__name__)
 

@@ -26,8 +26,6 @@ import io
 import json
 import logging
 import math
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -40,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from condsim.errors import DataError
+from condsim.io import atomic_write_bytes
 from condsim.results import failures as fail
 from condsim.results.leaderboard import (
     DISPLAY_HEADERS,
@@ -584,22 +583,6 @@ def _png_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-def _write_bytes(path: Path, data: bytes) -> Path:
-    """Atomic write (temp file + rename), world-readable like any report file (mkstemp
-    would leave it 0600)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 class Thumbnails:
     """Data-URI JPEG thumbnails of failure refs, each image decoded once per report."""
 
@@ -822,7 +805,7 @@ def build_report(
         figures, pngs = [], []
         for plot in plots:
             png = render_png(plot)
-            written[plot.name] = _write_bytes(out_dir / f"{plot.name}.png", png)
+            written[plot.name] = atomic_write_bytes(out_dir / f"{plot.name}.png", png)
             pngs.append(f"{plot.name}.png")
             figures.append(f'<figure class="plot"><img src="{_png_uri(png)}" '
                            f'alt="{_esc(plot.title)}"><figcaption>{_esc(plot.title)} '
@@ -853,8 +836,8 @@ def build_report(
         version=_esc(__version__), n_runs=len(runs), nav=" · ".join(nav),
         summary_head="".join(f"<th>{_esc(h)}</th>" for h in DISPLAY_HEADERS),
         summary_rows=summary, sections="".join(body))
-    written["html"] = _write_bytes(out_html, page.encode("utf-8"))
-    written["markdown"] = _write_bytes(out_dir / "report.md",
+    written["html"] = atomic_write_bytes(out_html, page.encode("utf-8"))
+    written["markdown"] = atomic_write_bytes(out_dir / "report.md",
                                        _markdown(md_sections, runs).encode("utf-8"))
     if thumbs.missing:
         logger.warning("failure gallery: %d image(s) could not be loaded", thumbs.missing)

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from condsim.results.run_result import atomic_write_text
+from condsim.io import atomic_write_text
 
 LEADERBOARD_URL = "https://huggingface.co/spaces/Slep/LRVSF-Leaderboard"
 

@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
-from condsim.synthetic._io import atomic_write_bytes, atomic_write_parquet, atomic_write_text
+from condsim.io import atomic_write_bytes, atomic_write_parquet, atomic_write_text
 from condsim.synthetic.world import (
     BACKGROUNDS,
     ObjectSpec,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from condsim.results.run_result import atomic_write_text
+from condsim.io import atomic_write_text
 from condsim.synthetic.world import BASIC_SHAPES, COLOURS, ObjectSpec, jpeg_bytes, render_alone
 
 ASPECTS = ("cardinality", "addition", "negation", "direct_addressing", "compare_change",

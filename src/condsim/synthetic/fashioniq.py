@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from condsim.results.run_result import atomic_write_text
+from condsim.io import atomic_write_text
 from condsim.synthetic.world import COLOURS, ObjectSpec, render_alone
 
 CAT_SHAPES = {"dress": ("triangle", "diamond"), "shirt": ("square", "cross"),

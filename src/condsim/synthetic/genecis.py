@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from condsim.synthetic._io import atomic_write_bytes, atomic_write_text
+from condsim.io import atomic_write_bytes, atomic_write_text
 from condsim.synthetic.world import (
     BACKGROUNDS,
     COLOURS,

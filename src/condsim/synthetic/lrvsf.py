@@ -32,7 +32,7 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image, ImageDraw
 
-from condsim.synthetic._io import atomic_write_parquet
+from condsim.io import atomic_write_parquet
 from condsim.synthetic.world import (
     BACKGROUNDS,
     COLOURS,

@@ -1,18 +1,17 @@
-"""Shard naming and atomic writes shared by the scene-graph parser and the triplet miner.
+"""Shard naming and bookkeeping shared by the scene-graph parser and the triplet miner.
 
 A shard ``<prefix>-00003-of-00008`` is a parquet file plus a JSON sidecar with its counts
-and settings. Both are written to a temp file and renamed; the sidecar is written *after*
-the parquet file, so a shard counts as finished only once its sidecar exists.
+and settings. Both are written atomically (:mod:`condsim.io`: temp file + rename); the
+sidecar is written *after* the parquet file, so a shard counts as finished only once its
+sidecar exists.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from condsim.errors import DataError
+from condsim.io import atomic_path
 
 _SHARD_RE = re.compile(r"^(?P<prefix>[a-z]+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.parquet$")
 
@@ -54,49 +54,12 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _atomic(path: Path, write: Callable[[str], None]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def atomic_write_json(path: str | Path, data: dict[str, Any]) -> Path:
-    """Write ``data`` as indented JSON through a temp file + rename."""
-
-    def write(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, sort_keys=False)
-            fh.write("\n")
-
-    return _atomic(Path(path), write)
-
-
-def atomic_write_parquet(path: str | Path, table: pa.Table) -> Path:
-    """Write ``table`` as parquet (zstd) through a temp file + rename."""
-    return _atomic(Path(path), lambda tmp: pq.write_table(table, tmp, compression="zstd"))
-
-
 @contextmanager
 def atomic_parquet_writer(path: str | Path, schema: pa.Schema) -> Iterator[pq.ParquetWriter]:
-    """A parquet writer on a temp file, renamed to ``path`` only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
-            yield writer
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """A parquet writer (zstd) on a temp file, renamed to ``path`` only if the block
+    succeeds (:func:`condsim.io.atomic_path`)."""
+    with atomic_path(path) as tmp, pq.ParquetWriter(str(tmp), schema, compression="zstd") as writer:
+        yield writer
 
 
 def read_json(path: str | Path) -> dict[str, Any]:
@@ -149,15 +112,6 @@ def missing_shards_message(directory: Path, prefix: str, count: int, found: dict
         f"{directory}: {len(missing)} of {count} {prefix} shards are missing or unfinished: "
         f"{names}{more}; run them with --shard-index"
     )
-
-
-def file_digest(path: str | Path) -> str:
-    """sha256 hex digest of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def json_digest(data: Any) -> str:

@@ -11,8 +11,9 @@ from ``OUT/last``.
 
 from __future__ import annotations
 
+import importlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,13 +39,34 @@ class SubmitTarget:
         return cls(cluster, int(n))
 
 
-class SubmititTraining:
-    """What submitit runs in every task: the distributed environment, then ``condsim
-    <argv>``; ``checkpoint`` requeues the same command (the trainer resumes from OUT/last)."""
+#: what the tasks run by default: the ``condsim`` command line's entry point, named as
+#: ``module:function`` and loaded by name in the task, so that this module (training layer)
+#: does not import the CLI above it (same as running ``python -m condsim.cli ARGV``, but in
+#: the task's own process, where submitit's preemption signals arrive)
+CLI_ENTRY = "condsim.cli.main:main"
 
-    def __init__(self, argv: Sequence[str], port: int) -> None:
+Entry = str | Callable[[list[str]], int]
+
+
+def resolve_entry(entry: Entry) -> Callable[[list[str]], int]:
+    """The callable ``entry`` names (``"package.module:function"``), or ``entry`` itself."""
+    if callable(entry):
+        return entry
+    module, _, func = entry.partition(":")
+    if not module or not func:
+        raise CondsimError(f"entry point must look like package.module:function, got {entry!r}")
+    return getattr(importlib.import_module(module), func)
+
+
+class SubmititTraining:
+    """What submitit runs in every task: the distributed environment, then ``entry(argv)``
+    (by default ``condsim <argv>``); ``checkpoint`` requeues the same command (the trainer
+    resumes from OUT/last)."""
+
+    def __init__(self, argv: Sequence[str], port: int, entry: Entry = CLI_ENTRY) -> None:
         self.argv = list(argv)
         self.port = port
+        self.entry = entry
 
     def __call__(self) -> int:
         import submitit
@@ -56,9 +78,7 @@ class SubmititTraining:
             WORLD_SIZE=str(env.num_tasks), LOCAL_RANK=str(env.local_rank),
             LOCAL_WORLD_SIZE=str(env.num_tasks // max(1, env.num_nodes)),
         )
-        from condsim.cli.main import main
-
-        code = main(self.argv)
+        code = resolve_entry(self.entry)(self.argv)
         if code != 0:
             raise CondsimError(f"rank {env.global_rank}: condsim {' '.join(self.argv)} exited "
                                f"with {code}")
@@ -67,7 +87,8 @@ class SubmititTraining:
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
         import submitit
 
-        return submitit.helpers.DelayedSubmission(SubmititTraining(self.argv, self.port))
+        return submitit.helpers.DelayedSubmission(
+            SubmititTraining(self.argv, self.port, self.entry))
 
 
 def argv_from_context(ctx: Any, drop: Sequence[str] = LAUNCH_OPTIONS) -> list[str]:
@@ -94,9 +115,10 @@ def argv_from_context(ctx: Any, drop: Sequence[str] = LAUNCH_OPTIONS) -> list[st
 
 def submit(argv: Sequence[str], out_dir: str | Path, target: SubmitTarget, *,
            gpus_per_node: int = 8, hours: int = 24, partition: str | None = None,
-           wait: bool | None = None) -> Any:
-    """Submit ``condsim <argv>`` as one distributed job; returns the submitit job. ``local``
-    jobs are waited for (``wait=None``) and their failures raised."""
+           wait: bool | None = None, entry: Entry = CLI_ENTRY) -> Any:
+    """Submit ``condsim <argv>`` (``entry(argv)``: see :data:`CLI_ENTRY`) as one distributed
+    job; returns the submitit job. ``local`` jobs are waited for (``wait=None``) and their
+    failures raised."""
     try:
         import submitit
     except ImportError as exc:
@@ -112,7 +134,7 @@ def submit(argv: Sequence[str], out_dir: str | Path, target: SubmitTarget, *,
         executor.update_parameters(name="condsim-train", tasks_per_node=target.count,
                                    timeout_min=60 * hours)
     port = 20000 + int.from_bytes(os.urandom(2), "little") % 20000
-    job = executor.submit(SubmititTraining(list(argv), port))
+    job = executor.submit(SubmititTraining(list(argv), port, entry))
     if wait if wait is not None else target.cluster == "local":
         try:
             job.results()

@@ -51,11 +51,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from condsim.errors import DataError
+from condsim.io import atomic_write_json, file_digest
 from condsim.training._io import (
     atomic_parquet_writer,
-    atomic_write_json,
     check_shard_args,
-    file_digest,
     find_shards,
     json_digest,
     missing_shards_message,
@@ -568,7 +567,8 @@ class TripletMiner:
             self.row_scores = row_concreteness(self.index, norms)
             check_concreteness_reachable(self.index, self.row_scores, config.min_concreteness)
             concreteness_info = {"path": str(concreteness_path),
-                                 "sha256": file_digest(concreteness_path),
+                                 "sha256": file_digest(concreteness_path,
+                                                       algorithm="sha256"),
                                  "min_concreteness": config.min_concreteness}
         else:
             logger.warning("mining without concreteness norms; the paper filtered triplets "

@@ -33,10 +33,9 @@ from typing import Any
 import pyarrow as pa
 
 from condsim.errors import CondsimError
+from condsim.io import atomic_write_json, atomic_write_parquet
 from condsim.progress import ProgressFactory, no_progress
 from condsim.training._io import (
-    atomic_write_json,
-    atomic_write_parquet,
     check_shard_args,
     read_json,
     shard_range,
@@ -334,7 +333,7 @@ def parse_shard(
         advance(n)
 
     table = columns.to_table()
-    atomic_write_parquet(parquet_path, table)
+    atomic_write_parquet(parquet_path, table, compression="zstd")
     parsed = len(keep) - columns.parse_errors
     stats = {
         "schema": GRAPHS_SCHEMA_VERSION,

@@ -15,7 +15,6 @@ import json
 import logging
 import math
 import os
-import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 
 from condsim.errors import CondsimError
+from condsim.io import atomic_directory, remove_stale_temps
 from condsim.training.losses import contrastive_loss
 
 logger = logging.getLogger(__name__)
@@ -120,16 +120,13 @@ def _lr_factor(cfg: TrainConfig, step: int, total: int) -> float:
 
 
 def _atomic_dir_write(final: Path, write: Callable[[Path], None]) -> None:
-    tmp = final.with_name(f".{final.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    write(tmp)
-    old = final.with_name(f".{final.name}.old")
-    if final.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
+    """Rotate checkpoint directory ``final``: build the new one under a temporary name,
+    then swap it in and delete the previous one (:func:`condsim.io.atomic_directory`).
+    Temporaries left by a save that was killed midway are removed first (only rank 0
+    saves, so nobody else can be writing them)."""
+    remove_stale_temps(final)
+    with atomic_directory(final, replace=True) as tmp:
+        write(tmp)
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
