@@ -121,3 +121,61 @@ def test_evaluate_runs_one_benchmark_from_keyword_config(data, tmp_path):
         condsim.evaluate("test/tiny-clip", "cir", root="x")
     with pytest.raises(CondsimError, match=r"unknown field\(s\) \['dataroot'\]"):
         condsim.evaluate("test/tiny-clip", "lrvsf", dataroot="x")
+
+
+def test_repeated_benchmarks_are_named_by_their_variant_fields(tmp_path):
+    """Two FashionIQ runs of a suite differing in the caption join are fashioniq-and and
+    fashioniq-dot (the variant is read from the spec, not from a second table)."""
+    from condsim.synthetic.fashioniq import write_fashioniq
+
+    root = write_fashioniq(tmp_path / "fiq", seed=0)
+    path = tmp_path / "s.yaml"
+    path.write_text(f"- benchmark: fashioniq\n  root: {root}\n  join: and\n"
+                    f"- benchmark: fashioniq\n  root: {root}\n  join: dot\n")
+    assert [r.name for r in read_suite(path)] == ["fashioniq-and", "fashioniq-dot"]
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("batch_size", -3, "batch_size: must be >= 1"),
+    ("batch_size", 0, "batch_size: must be >= 1"),
+    ("num_workers", -1, "num_workers: must be >= 0"),
+    ("n_dists", "ten", "n_dists: expected a list of int"),
+    ("n_dists", [10, 10], r"n_dists: repeated value\(s\) \[10\]"),
+    ("n_dists", [10, "x"], r"n_dists\[1\]: expected an integer"),
+    ("ks", [0, 5], r"ks\[0\]: must be >= 1"),
+    ("device", "tpu", "device: must be cpu, cuda, cuda:N or mps"),
+    ("conditioning", "colour", "conditioning: 'colour' is not one of category, text"),
+    ("seed", 1.5, "seed: expected an integer"),
+    ("dev_run", "yes", "dev_run: expected true/false"),
+])
+def test_every_run_of_a_suite_is_checked_up_front(data, tmp_path, field, value, message):
+    """A bad value in any run (here run 2) is refused when the file is read, naming the run
+    and the field: nothing has run yet (issue: `n_dists: "ten"` crashed the suite at run 2)."""
+    import yaml
+
+    runs = [{"benchmark": "cirr", "root": str(data / "cirr")},
+            {"benchmark": "lrvsf", "data_root": str(data / "lrvsf"), field: value}]
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(runs))
+    with pytest.raises(CondsimError, match="run 2 .*" + message):
+        read_suite(path)
+
+
+def test_cuda_device_refused_on_a_cpu_build(data):
+    import torch
+
+    from condsim import evaluate
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(CondsimError, match="device: 'cuda' requested but"):
+        evaluate("test/tiny-clip", "cirr", root=str(data / "cirr"), device="cuda")
+
+
+def test_cli_refuses_bad_values_before_opening_the_cache(data, tmp_path, capsys):
+    cache = tmp_path / "cache"
+    code = main(["eval", "cirr", "--model", "test/tiny-clip", "--root", str(data / "cirr"),
+                 "--batch-size", "-3", "--cache-dir", str(cache), "--out", str(tmp_path / "o")])
+    assert code != 0
+    assert "batch_size: must be >= 1" in capsys.readouterr().err
+    assert not cache.exists() and not (tmp_path / "o").exists()
