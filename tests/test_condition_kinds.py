@@ -33,9 +33,11 @@ class CategoryOnly(HashEncoder):
     lambda m, d: run_benchmark(m, MitStatesConfig(root=str(d))),
 ], ids=["genecis", "cirr", "circo", "fashioniq", "mitstates"])
 def test_text_benchmarks_refuse_a_category_only_model_first(run, tmp_path):
-    # the data folder does not exist: the model check must come before any reading
+    # the data folder is empty: the model check must come before any reading (a folder
+    # that does not exist is refused earlier, by the config)
+    (tmp_path / "empty").mkdir()
     with pytest.raises(ModelError, match="conditions its queries with text.*category-only"):
-        run(CategoryOnly(), tmp_path / "nowhere")
+        run(CategoryOnly(), tmp_path / "empty")
 
 
 def test_lrvsf_checks_the_chosen_conditioning(tmp_path):

@@ -30,7 +30,12 @@ from condsim.benchmarks.protocol import (
     summarize,
     top_candidates,
 )
-from condsim.benchmarks.spec import BenchmarkSpec, Pairing, SharedOptions, option
+from condsim.benchmarks.spec import (
+    BenchmarkSpec,
+    Pairing,
+    SharedOptions,
+    option,
+)
 from condsim.data.crops import ImageRef
 from condsim.data.jsonio import load_json
 from condsim.errors import DataError
@@ -49,7 +54,7 @@ KS = (5, 10, 25, 50)
 
 @dataclass(frozen=True, kw_only=True)
 class CircoConfig(SharedOptions):
-    root: str = option(path=True, help="Folder with annotations/{val,test}.json and "
+    root: str = option(path="dir", help="Folder with annotations/{val,test}.json and "
                        "unlabeled2017/ (or COCO2017_unlabeled/unlabeled2017/).")
     split: str = option("val", choices=("val", "test"),
                         help="val (scored) | test (writes the top-50 submission to --out).")

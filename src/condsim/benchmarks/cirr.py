@@ -48,11 +48,11 @@ SUBSET_KS = (1, 2, 3)
 
 @dataclass(frozen=True, kw_only=True)
 class CirrConfig(SharedOptions):
-    root: str = option(path=True, help="CIRR folder (captions/, image_splits/, img_raw/).")
+    root: str = option(path="dir", help="CIRR folder (captions/, image_splits/, img_raw/).")
     split: str = option("val", choices=("val", "test1"),
                         help="val (scored) | test1 (hidden labels: writes the two submission "
                         "files to --out).")
-    img_root: str | None = option(None, path=True, help="Image folder (default ROOT/img_raw).")
+    img_root: str | None = option(None, path="dir", help="Image folder (default ROOT/img_raw).")
 
 
 def read_split(cfg: CirrConfig) -> tuple[CIRSplit, list[Any]]:

@@ -28,7 +28,12 @@ from condsim.benchmarks.protocol import (
     rank_split,
 )
 from condsim.benchmarks.retrieval import average_ci, summarize_recalls
-from condsim.benchmarks.spec import BenchmarkSpec, Pairing, SharedOptions, option
+from condsim.benchmarks.spec import (
+    BenchmarkSpec,
+    Pairing,
+    SharedOptions,
+    option,
+)
 from condsim.data.crops import ImageRef
 from condsim.data.jsonio import load_json
 from condsim.errors import DataError
@@ -56,7 +61,7 @@ JOIN_RULES: dict[str, Callable[[Sequence[str]], str]] = {
 
 @dataclass(frozen=True, kw_only=True)
 class FashionIQConfig(SharedOptions):
-    root: str = option(path=True, help="Folder with captions/, image_splits/, images/.")
+    root: str = option(path="dir", help="Folder with captions/, image_splits/, images/.")
     categories: tuple[str, ...] = option(CATEGORIES, choices=CATEGORIES, nonempty=True,
                                          distinct=True, help="Categories to score.")
     join: str = option("and", choices=tuple(JOIN_RULES), aliases=("--caption-join",),

@@ -53,10 +53,10 @@ KS = (1, 2, 3)
 
 @dataclass(frozen=True, kw_only=True)
 class GenecisConfig(SharedOptions):
-    annotations: str = option(path=True, help="Folder with focus_attribute.json, "
+    annotations: str = option(path="dir", help="Folder with focus_attribute.json, "
                               "change_attribute.json, focus_object.json, change_object.json.")
-    coco_root: str | None = option(None, path=True, help="COCO 2017 val images (%012d.jpg).")
-    vg_roots: tuple[str, ...] = option((), path=True, split_commas=False,
+    coco_root: str | None = option(None, path="dir", help="COCO 2017 val images (%012d.jpg).")
+    vg_roots: tuple[str, ...] = option((), path="dir", split_commas=False,
                                        aliases=("--vg-root",),
                                        help="Visual Genome image folder(s) (<image_id>.jpg); "
                                        "repeat for VG_100K_2.")

@@ -25,7 +25,12 @@ from condsim.benchmarks.protocol import (
     rank_split,
     summarize,
 )
-from condsim.benchmarks.spec import BenchmarkSpec, Pairing, SharedOptions, option
+from condsim.benchmarks.spec import (
+    BenchmarkSpec,
+    Pairing,
+    SharedOptions,
+    option,
+)
 from condsim.data.crops import ImageRef
 from condsim.errors import DataError
 from condsim.metrics.recall import any_hit_from_counts
@@ -48,7 +53,7 @@ FAILURE_LIMIT = 12
 
 @dataclass(frozen=True, kw_only=True)
 class MitStatesConfig(SharedOptions):
-    root: str = option(path=True, help="Folder holding images/<adj> <noun>/.")
+    root: str = option(path="dir", help="Folder holding images/<adj> <noun>/.")
     complete_text: bool = option(False, help='Condition "<adj> <noun>" instead of "<adj>".')
     query_block: int = option(1024, ge=1, help="Queries scored together.")
     gallery_block: int = option(8192, ge=1, help="Gallery rows read at a time.")

@@ -42,7 +42,7 @@ class Opt:
     distinct: bool = False  # tuples: no repeated value
     nonempty: bool = False  # tuples: at least one value
     check: Callable[[Any], str | None] | None = None  # extra check: a message or None
-    path: bool = False  # a filesystem path (shown as PATH in --help)
+    path: bool | str = False  # a filesystem path (PATH in --help); "dir": must be a folder
 
 
 def option(default: Any = MISSING, *, help: str, **kw: Any) -> Any:
@@ -79,6 +79,15 @@ def check_device(device: str | None) -> str | None:
                                 and torch.backends.mps.is_available()):
         return "'mps' requested but MPS is not available on this machine"
     return None
+
+
+def existing_dir(path: str | None) -> str | None:
+    """``None`` when ``path`` is an existing folder (or unset), else why not."""
+    if path is None or Path(path).is_dir():
+        return None
+    if Path(path).exists():
+        return f"{path} is not a folder"
+    return f"{path}: no such folder"
 
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -199,6 +208,11 @@ def _check_field(f: dataclasses.Field, tp: Any, value: Any) -> Any:
             raise ConfigError(f"{f.name}: expected a mapping, got {value!r}")
     else:
         value = _check_scalar(f.name, tp, value, opt)
+    if opt.path == "dir":
+        for p in value if isinstance(value, tuple) else (value,):
+            problem = existing_dir(p)
+            if problem:
+                raise ConfigError(f"{f.name}: {problem}")
     if opt.check is not None:
         problem = opt.check(value)
         if problem:
@@ -354,5 +368,5 @@ def field_elem_type(spec_field: dataclasses.Field, hints: dict[str, Any]) -> tup
 
 
 __all__ = ["BenchmarkConfig", "BenchmarkSpec", "Opt", "Pairing", "SharedOptions",
-           "SHARED_FIELDS", "check_device", "config_fields", "make_config", "option",
-           "opt_of", "parse_cli_list", "field_elem_type"]
+           "SHARED_FIELDS", "check_device", "existing_dir", "config_fields", "make_config",
+           "option", "opt_of", "parse_cli_list", "field_elem_type"]
