@@ -110,7 +110,8 @@ def evaluate(model: Any, cfg: CirrConfig, *, progress: ProgressFactory = no_prog
     subset = recall_from_counts(sub.greater[:, 0], sub.ties[:, 0], SUBSET_KS)
     per_query = {"recall": (glob, KS), "recall_subset": (subset, SUBSET_KS)}
     metrics: dict[str, Any] = {
-        **summarize(per_query, seed=cfg.seed, n_resamples=cfg.n_bootstrap),
+        **summarize(per_query, seed=cfg.seed, n_resamples=cfg.n_bootstrap,
+                    offsets={"recall_subset": 7}),
         "n_queries": len(split.queries), "gallery_size": enc.gallery_size,
         **per_query_block({"recall": (glob[:, :1], KS[:1])}, split.query_ids),
     }

@@ -281,11 +281,15 @@ def top_candidates(encoded: EncodedSplit, cfg: Any, k: int, *, include_relevant:
 
 
 def summarize(per_query: dict[str, tuple[np.ndarray, Sequence[int]]], *, seed: int,
-              n_resamples: int) -> dict[str, dict[str, dict[str, float]]]:
+              n_resamples: int, offsets: dict[str, int] | None = None
+              ) -> dict[str, dict[str, dict[str, float]]]:
     """``{metric: {k: {mean, ci_low, ci_high}}}`` from per-query ``(Q, len(ks))`` arrays,
     each column's CI from :func:`condsim.metrics.bootstrap.bootstrap_ci` over queries; the
-    metrics are seeded apart (``seed + 5 m`` for the ``m``-th metric)."""
-    return {name: summarize_recalls(values, ks, seed=seed + 5 * m, n_resamples=n_resamples)
+    metrics are seeded apart: ``seed + offsets[name]``, by default ``seed + 5 m`` for the
+    ``m``-th metric (column ``j`` adds ``j``)."""
+    offsets = offsets or {}
+    return {name: summarize_recalls(values, ks, seed=seed + offsets.get(name, 5 * m),
+                                    n_resamples=n_resamples)
             for m, (name, (values, ks)) in enumerate(per_query.items())}
 
 
