@@ -17,3 +17,12 @@ class ModelError(CondsimError):
 
 class EmbeddingError(CondsimError):
     """A model returned embeddings of the wrong shape or with non-finite values."""
+
+
+class CacheError(CondsimError):
+    """The embedding cache is damaged (e.g. an unreadable ``space.json``), opened read-only
+    for a write, or asked for rows it does not hold."""
+
+
+class InvalidArgumentError(CondsimError, ValueError):
+    """An argument is out of range or of the wrong type (e.g. ``batch_size=0``)."""
