@@ -415,6 +415,7 @@ class EmbeddingCache:
                            "process quarantined or pruned it); its %d rows will be re-encoded",
                            self.dir / shard.stem, shard.rows)
             self.integrity.vanished_shards.append(shard.stem)
+            self.integrity.dropped_rows += shard.rows
             self._drop(slot)
             return None
         except _Damage as dmg:
