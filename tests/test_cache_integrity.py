@@ -312,3 +312,26 @@ def test_rows_stay_valid_when_another_writer_adds_a_shard_that_sorts_first(tmp_p
     a.append(keys[3:], emb[3:])  # a picks b's shards up
     assert a.read(rows).tobytes() == emb[:1].tobytes()
     assert a.read(a.lookup(keys)).tobytes() == emb.tobytes()
+
+
+def test_a_shard_that_cannot_be_quarantined_is_still_not_served(tmp_path, clean, monkeypatch,
+                                                                caplog):
+    """E.g. a shared cache on a read-only file system: the damaged shard stays where it is,
+    this process ignores it and re-encodes its rows."""
+    import condsim.cache.store as store
+
+    images, good = clean
+    cache, stems = _build(tmp_path, images)
+    flip_embedding_signs(cache.dir / stems[0])
+
+    def refuse(src, dst):
+        raise PermissionError(f"read-only file system: {dst}")
+
+    monkeypatch.setattr(store.os, "replace", refuse)
+    fresh = EmbeddingCache(tmp_path, META)
+    with caplog.at_level(logging.WARNING, logger="condsim.cache.store"):
+        rows = fresh.lookup(item_keys(images))
+    assert (rows[:CHUNK] == -1).all() and (rows[CHUNK:] >= 0).all()
+    assert fresh.read(rows[CHUNK:]).tobytes() == good[CHUNK:].tobytes()
+    assert any("cannot be moved to quarantine" in r.getMessage() for r in caplog.records)
+    assert (cache.dir / f"{stems[0]}.npy").exists()

@@ -47,7 +47,8 @@ def encode_cached(
     returns a wrong shape or NaN/inf raises :class:`~condsim.errors.EmbeddingError` before
     its chunk is written (earlier chunks are already cached, and valid).
     """
-    _check_args(len(images), conditions, batch_size, num_workers, chunk, keys, target_keys)
+    _check_args(len(images), conditions, batch_size, num_workers, chunk, keys, target_keys,
+                what)
     if keys is None:
         keys = item_keys(images, conditions)
         if conditions is not None:
@@ -88,17 +89,18 @@ def encode_cached(
 
 
 def _check_args(n: int, conditions: Sequence[str] | None, batch_size: int, num_workers: int,
-                chunk: int, keys: np.ndarray | None, target_keys: np.ndarray | None) -> None:
+                chunk: int, keys: np.ndarray | None, target_keys: np.ndarray | None,
+                what: str) -> None:
     """Raise :class:`InvalidArgumentError` for arguments that would make rows go missing."""
     for name, value, low in (("batch_size", batch_size, 1), ("chunk", chunk, 1),
                              ("num_workers", num_workers, 0)):
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
-            raise InvalidArgumentError(f"encode_cached: {name} must be an integer >= {low}, "
-                                       f"got {value!r}")
+            raise InvalidArgumentError(f"{what}: {name} must be an integer >= {low}, got "
+                                       f"{value!r}; nothing was encoded or cached")
     for name, seq in (("conditions", conditions), ("keys", keys),
                       ("target_keys", target_keys)):
         if seq is not None and len(seq) != n:
-            raise InvalidArgumentError(f"encode_cached: {len(seq)} {name} for {n} images")
+            raise InvalidArgumentError(f"{what}: {len(seq)} {name} for {n} images")
 
 
 def _encode_accounted(

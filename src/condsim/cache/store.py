@@ -434,7 +434,13 @@ class EmbeddingCache:
         """Memory-map a shard's embeddings; with ``hash_it`` check the mapped bytes against
         the shard's checksum (raises :class:`_Damage`)."""
         path = self.dir / f"{shard.stem}.npy"
-        with open(path, "rb") as fh:
+        try:
+            fh = open(path, "rb")  # noqa: SIM115 - closed by the with below
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            raise _Damage(UNREADABLE, f"embedding file: {exc}") from exc
+        with fh:
             try:
                 shape, dtype, fortran, offset = _npy_header(fh)
                 mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
@@ -492,7 +498,13 @@ class EmbeddingCache:
             logger.warning("embedding cache: shard %s is damaged (%s); ignoring it (read-only)",
                            self.dir / stem, dmg)
             return
-        where = self._quarantine(stem, str(dmg))
+        try:
+            where = self._quarantine(stem, str(dmg))
+        except OSError as exc:  # e.g. a cache on a read-only file system
+            logger.warning("embedding cache: shard %s is damaged (%s) and cannot be moved to "
+                           "quarantine (%s); ignoring it in this process, its %d rows will be "
+                           "re-encoded", self.dir / stem, dmg, exc, rows)
+            return
         logger.warning("embedding cache: shard %s is damaged (%s); moved to %s, its %d rows "
                        "will be re-encoded", self.dir / stem, dmg, where, rows)
 
