@@ -49,3 +49,26 @@ def jpegs(n: int, seed: int = 0) -> list[bytes]:
     rng = np.random.default_rng(seed)
     return [jpeg_bytes(render_alone(random_spec(rng), shortest_side_size(rng), rng))
             for _ in range(n)]
+
+
+class CountingHashEncoder(HashEncoder):
+    """:class:`HashEncoder` that counts its calls and the images it encoded; ``fault`` makes
+    it misbehave: ``"nan"`` (a NaN in the first row), ``"rows"`` (one row too few), ``"dim"``
+    (one column too many)."""
+
+    def __init__(self, fault: str | None = None) -> None:
+        self.fault = fault
+        self.calls = 0
+        self.images = 0
+
+    def encode_targets(self, images):
+        self.calls += 1
+        self.images += len(images)
+        out = super().encode_targets(images)
+        if self.fault == "nan":
+            out[0, 0] = float("nan")
+        elif self.fault == "rows":
+            out = out[1:]
+        elif self.fault == "dim":
+            out = torch.cat([out, out[:, :1]], dim=1)
+        return out

@@ -21,3 +21,12 @@ class EmbeddingError(CondsimError):
 
 class ConfigError(CondsimError):
     """A benchmark or command option has a wrong type, range or name."""
+
+
+class CacheError(CondsimError):
+    """The embedding cache is damaged (e.g. an unreadable ``space.json``), opened read-only
+    for a write, or asked for rows it does not hold."""
+
+
+class InvalidArgumentError(ConfigError, ValueError):
+    """An argument is out of range or of the wrong type (e.g. ``batch_size=0``)."""

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from condsim.cache.store import EmbeddingCache, item_keys
+from condsim.errors import EmbeddingError, InvalidArgumentError
 from condsim.models.base import encode_images
 from condsim.types import as_float32_rows
 
@@ -39,7 +40,15 @@ def encode_cached(
     first) and their conditions, so an image that is also a gallery item, or the reference
     of many queries, goes through the image tower once. With explicit ``keys`` this needs
     the images' target keys too (``target_keys``); without them queries are encoded directly.
+
+    Bad arguments (``batch_size``/``chunk`` < 1, ``num_workers`` < 0, ``keys`` or
+    ``conditions`` not one per image) raise :class:`~condsim.errors.InvalidArgumentError`
+    before the cache is touched. Only rows the encoder produced are cached: an encoder that
+    returns a wrong shape or NaN/inf raises :class:`~condsim.errors.EmbeddingError` before
+    its chunk is written (earlier chunks are already cached, and valid).
     """
+    _check_args(len(images), conditions, batch_size, num_workers, chunk, keys, target_keys,
+                what)
     if keys is None:
         keys = item_keys(images, conditions)
         if conditions is not None:
@@ -62,15 +71,14 @@ def encode_cached(
                 target_keys[sel], batch_size=batch_size, num_workers=num_workers,
                 progress=progress, what=what)
         else:
-            res = encode_images(
+            ok, emb, errs = _encode_accounted(
                 model, [images[i] for i in sel],
                 None if conditions is None else [conditions[i] for i in sel],
                 batch_size=batch_size, num_workers=num_workers, progress=progress, what=what,
             )
-            ok, emb, errs = res.ok, res.embeddings, res.errors
         for j, msg in errs.items():
             errors[int(sel[j])] = msg
-        cache.append(keys[sel[ok]], emb)
+        cache.append(keys[sel[ok]], emb, what=what)
     if missing.size:
         rows = cache.lookup(keys)
     if errors and (rows < 0).sum() > len(errors):  # repeats of an undecodable item
@@ -78,6 +86,48 @@ def encode_cached(
         errors.update({int(i): failed.get(keys[i], "not encoded")
                        for i in np.flatnonzero(rows < 0)})
     return rows, errors
+
+
+def _check_args(n: int, conditions: Sequence[str] | None, batch_size: int, num_workers: int,
+                chunk: int, keys: np.ndarray | None, target_keys: np.ndarray | None,
+                what: str) -> None:
+    """Raise :class:`InvalidArgumentError` for arguments that would make rows go missing."""
+    for name, value, low in (("batch_size", batch_size, 1), ("chunk", chunk, 1),
+                             ("num_workers", num_workers, 0)):
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
+            raise InvalidArgumentError(f"{what}: {name} must be an integer >= {low}, got "
+                                       f"{value!r}; nothing was encoded or cached")
+    for name, seq in (("conditions", conditions), ("keys", keys),
+                      ("target_keys", target_keys)):
+        if seq is not None and len(seq) != n:
+            raise InvalidArgumentError(f"{what}: {len(seq)} {name} for {n} images")
+
+
+def _encode_accounted(
+    model: Any, images: list[Any], conditions: list[str] | None, *, progress:
+    Callable[[int], None] | None, what: str, **encode: Any,
+) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
+    """:func:`encode_images`, checking that every image was accounted for (encoded or
+    reported undecodable: ``encode_images`` reports progress once per image) and that there
+    is one embedding per encoded image, so no unwritten row can reach the cache."""
+    seen = 0
+
+    def count(k: int) -> None:
+        nonlocal seen
+        seen += k
+        if progress is not None:
+            progress(k)
+
+    res = encode_images(model, images, conditions, progress=count, what=what, **encode)
+    ok = np.asarray(res.ok, bool)
+    n = len(images)
+    if seen != n or ok.shape != (n,) or len(res.embeddings) != int(ok.sum()) or \
+            set(res.errors) != set(np.flatnonzero(~ok).tolist()):
+        raise EmbeddingError(
+            f"{what}: the encoder accounted for {seen} of {n} images ({int(ok.sum())} ok, "
+            f"{len(res.errors)} failed, {len(res.embeddings)} embeddings); nothing of this "
+            "chunk was cached")
+    return ok, res.embeddings, res.errors
 
 
 def _compose_queries(
