@@ -25,6 +25,7 @@ from condsim.benchmarks.lrvsf_core import (
     rank_metrics_from_fold_counts,
     recalls_from_fold_counts,
 )
+from condsim.benchmarks.protocol import cache_repairs
 from condsim.benchmarks.spec import BenchmarkSpec, Pairing, SharedOptions, option
 from condsim.cache.encode import encode_cached
 from condsim.cache.store import CachedRows, EmbeddingCache
@@ -309,7 +310,8 @@ class _Run:
             metrics={"recall": recall, **ranks,
                      **({"recall_same_category": _fold_cells(same_category, cfg)}
                         if same_category is not None else {})},
-            skipped={"corrupt_distractors": corrupt, "examples": corrupt_examples},
+            skipped={"corrupt_distractors": corrupt, "examples": corrupt_examples,
+                     "cache_repairs": cache_repairs(cache)},
             extra={"config": cfg.to_dict(),
                    "failures": failures},
         )

@@ -362,9 +362,8 @@ def make_result(spec: Any, model: Any, cfg: Any, metrics: dict[str, Any], *,
     for key, value in list(proto.items()):
         if isinstance(value, tuple):
             proto[key] = list(value)
-    integrity = getattr(cache, "integrity", None)
-    if integrity is not None:
-        skipped = {**skipped, "cache_repairs": _as_dict(integrity)}
+    if cache is not None:
+        skipped = {**skipped, "cache_repairs": cache_repairs(cache)}
     return RunResult(benchmark=spec.name, model=model.meta.to_dict(), protocol=proto,
                      seed=cfg.seed, headline=headline_of(spec, metrics), metrics=metrics,
                      skipped=skipped, extra={"config": cfg.to_dict(), "failures": failures,
@@ -374,4 +373,13 @@ def make_result(spec: Any, model: Any, cfg: Any, metrics: dict[str, Any], *,
 def _as_dict(x: Any) -> Any:
     from dataclasses import asdict, is_dataclass
 
+    if hasattr(x, "to_dict"):
+        return x.to_dict()
     return asdict(x) if is_dataclass(x) else x
+
+
+def cache_repairs(cache: Any) -> dict[str, Any]:
+    """What the cache found damaged and re-encoded during the run (``skipped.cache_repairs``
+    of ``results.json``): quarantined shards, dropped rows, verification time."""
+    integrity = getattr(cache, "integrity", None)
+    return _as_dict(integrity) if integrity is not None else {}

@@ -356,6 +356,16 @@ def encode_images(
     dim = model.meta.embedding_dim
     if conditions is not None and len(conditions) != n:
         raise ModelError(f"{n} images but {len(conditions)} conditions")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        from condsim.errors import InvalidArgumentError
+
+        raise InvalidArgumentError(f"{what}: batch_size must be an integer >= 1, got "
+                                   f"{batch_size!r}")
+    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+        from condsim.errors import InvalidArgumentError
+
+        raise InvalidArgumentError(f"{what}: num_workers must be an integer >= 0, got "
+                                   f"{num_workers!r}")
     out = np.empty((n, dim), np.float32)
     ok = np.ones(n, bool)
     errors: dict[int, str] = {}
