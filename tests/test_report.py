@@ -374,6 +374,6 @@ def test_protocol_variants_get_their_own_sections_and_never_compare(world, tmp_p
     assert {"lrvsf_recall_at_1_category", "lrvsf_recall_at_1_text"} <= set(written)
     protocols = sorted(r.protocol for r in leaderboard_rows(load_runs(
         [world["runs"] / "lr_tiny", tmp_path / "runs" / "lr_tiny_text"])))
-    assert protocols == ["lrvsf/v1 category", "lrvsf/v1 text"]
+    assert protocols == ["lrvsf/v2 category", "lrvsf/v2 text"]
     single = rep.build_report([world["runs"] / "lr_tiny"], tmp_path / "one" / "r.html")
     assert "lrvsf_recall_at_1" in single  # one variant: plain names, as before

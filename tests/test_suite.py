@@ -72,15 +72,17 @@ def test_suite_runs_every_model_on_every_benchmark_and_resumes(data, tmp_path):
 
 
 def test_a_failing_run_is_recorded_and_the_others_finish(data, tmp_path):
+    (tmp_path / "empty-cirr").mkdir()  # a folder (the suite file is valid) without CIRR
     suite = _suite(tmp_path, data, f"""- benchmark: cirr
   name: cirr-broken
-  root: {tmp_path / 'nowhere'}
+  root: {tmp_path / 'empty-cirr'}
 """)
     out = tmp_path / "out"
     assert main(["eval", "suite", "--suite", str(suite), "--out", str(out), "--model",
                  "test/tiny-clip", "--cache-dir", str(tmp_path / "c"), "--workers", "0"]) == 1
     rows = {r["run"]: r for r in json.loads((out / "suite.json").read_text())}
-    assert rows["cirr-broken"]["status"] == "failed" and "nowhere" in rows["cirr-broken"]["error"]
+    broken = rows["cirr-broken"]
+    assert broken["status"] == "failed" and "empty-cirr" in broken["error"]
     assert all(rows[n]["status"] == "done" for n in ("lrvsf-category", "cirr", "mitstates"))
 
 
@@ -91,8 +93,9 @@ def test_bad_suite_files_fail_before_anything_runs(data, tmp_path):
         "unknown benchmark 'cir'": "- benchmark: cir\n  root: x\n",
         "expected a non-empty list": "benchmark: lrvsf\n",
         "malformed YAML": "- benchmark: [lrvsf\n",
-        "several runs are named ['x']": "- {benchmark: cirr, root: a, name: x}\n"
-                                        "- {benchmark: mitstates, root: b, name: x}\n",
+        "several runs are named ['x']": f"- {{benchmark: cirr, root: {data}, name: x}}\n"
+                                        f"- {{benchmark: mitstates, root: {data}, name: x}}\n",
+        "root: a: no such folder": "- {benchmark: cirr, root: a}\n",
     }
     for message, text in bad.items():
         path = tmp_path / "s.yaml"
