@@ -281,7 +281,11 @@ def test_genecis_missing_vg_image_and_tolerated_duplicate(synthetic, tmp_path):
 
 def test_mitstates_corrupt_image(synthetic, tmp_path):
     root, fields = _copy(synthetic, "mitstates", tmp_path)
-    victim = sorted((root / "images").rglob("*.jpg"))[0]
+    from condsim.benchmarks.mitstates import TEST_NOUNS
+
+    victim = next(p for p in sorted((root / "images").rglob("*.jpg"))
+                  if p.parent.name.partition(" ")[2] in TEST_NOUNS
+                  and not p.parent.name.startswith("adj "))
     victim.write_bytes(b"not an image")
     code, report = _report(tmp_path, "mitstates", fields, "--max-missing", "1")
     assert code == EXIT_DIFFERS
