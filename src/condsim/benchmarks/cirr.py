@@ -215,13 +215,22 @@ def _check(cfg: CirrConfig, progress: ProgressFactory = no_progress) -> Any:
         report.count(f"{cfg.split} queries", len(data) if isinstance(data, list) else None,
                      OFFICIAL_QUERIES[cfg.split], src.format(cap_file.relative_to(root)),
                      note="entries in the file; the reader stopped")
-        return report
-    queries, gallery = read
-    report.count(f"{cfg.split} queries", len(queries), OFFICIAL_QUERIES[cfg.split],
-                 src.format(cap_file.relative_to(root)))
-    report.count(f"{cfg.split} images", len(gallery), OFFICIAL_IMAGES[cfg.split],
+        names = read_or_report(report, str(split_file), sources[split_file],
+                               lambda: load_json(split_file, "CIRR file")) \
+            if present[0] else None
+        if not isinstance(names, dict):
+            return report
+        # the images can still be checked: the split file's paths, as read_cirr builds them
+        images_dir = Path(cfg.img_root) if cfg.img_root else root / "img_raw"
+        paths = [str(images_dir / str(rel).lstrip("./")) for rel in names.values()]
+    else:
+        queries, gallery = read
+        report.count(f"{cfg.split} queries", len(queries), OFFICIAL_QUERIES[cfg.split],
+                     src.format(cap_file.relative_to(root)))
+        paths = [ref.path for ref in gallery.values()]
+    report.count(f"{cfg.split} images", len(set(paths)), OFFICIAL_IMAGES[cfg.split],
                  src.format(split_file.relative_to(root)))
-    items = file_items(ref.path for ref in gallery.values())
+    items = file_items(paths)
     result = check_images(items, total=len(items), progress=progress,
                           threads=cfg.num_workers, what=f"CIRR {cfg.split} images")
     add_image_issues(report, result, source=_IMAGES_SOURCE, max_bad=cfg.max_missing,

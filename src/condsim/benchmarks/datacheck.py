@@ -414,7 +414,7 @@ def render_report(report: DataReport, *, expect: str = "published", limit: int =
             f"[{colour[c.status]}]{c.status}[/]",
             escape(c.source + (f" ({c.note})" if c.note else "")))
     out.append(counts)
-    out.append(Text(f"images decoded: {report.images_checked:,}"))
+    out.append(Text(f"images checked (opened and decoded in full): {report.images_checked:,}"))
     for kind in ISSUE_KINDS:
         issues = report.of_kind(kind)
         if not issues:
