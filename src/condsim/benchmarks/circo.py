@@ -10,6 +10,7 @@ Test: :func:`write_submission` gives ``{"<id>": [top-50 ids]}``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass
@@ -239,6 +240,78 @@ def write_submission(model: Any, cfg: CircoConfig, out_dir: str | Path, *,
                              json.dumps(sub))
 
 
+# Official counts, counted in https://github.com/miccunifi/CIRCO (commit 267b5c9)
+# annotations/val.json (220 queries) and annotations/test.json (800 queries); its README:
+# "CIRCO comprises a total of 1020 queries, randomly divided into 220 and 800 for the
+# validation and test set". The gallery is COCO 2017 unlabeled: the official image list is
+# COCO's image_info_unlabeled2017.json (when present, its length is the expected gallery);
+# the figure 123,403 of our protocol notes could not be verified here (COCO: "123K").
+OFFICIAL_QUERIES = {"val": 220, "test": 800}
+_ANNOTATIONS_SOURCE = "https://github.com/miccunifi/CIRCO (file annotations/{split}.json)"
+_IMAGES_SOURCE = ("COCO 2017 unlabeled images: http://images.cocodataset.org/zips/"
+                  "unlabeled2017.zip (+ annotations/image_info_unlabeled2017.zip), unzipped "
+                  "into COCO2017_unlabeled/ (CIRCO README, 'Images')")
+
+
+def _check(cfg: CircoConfig, progress: ProgressFactory = no_progress) -> Any:
+    """The split's annotation file, query count, duplicate query ids, every referenced and
+    gallery image present and decodable (``condsim data check circo``)."""
+    from condsim.benchmarks.datacheck import (
+        DataReport,
+        add_image_issues,
+        check_images,
+        duplicate_values,
+        file_items,
+        read_or_report,
+        require_file,
+    )
+
+    report = DataReport("circo", cfg.to_dict())
+    path = Path(cfg.root) / "annotations" / f"{cfg.split}.json"
+    source = _ANNOTATIONS_SOURCE.format(split=cfg.split)
+    count_src = f"https://github.com/miccunifi/CIRCO (commit 267b5c9) annotations/{cfg.split}.json"
+    if not require_file(report, path, "CIRCO annotation file", source):
+        report.count(f"{cfg.split} queries", None, OFFICIAL_QUERIES[cfg.split], count_src)
+        return report
+    data = read_or_report(report, str(path), source,
+                          lambda: load_json(path, "CIRCO annotation file"))
+    if isinstance(data, list):
+        ids = [str(e["id"]) for e in data if isinstance(e, dict) and "id" in e]
+        for qid, pos in duplicate_values(ids).items():
+            report.issue("duplicate", f"{path} entries {pos}", f"query id {qid} repeated "
+                         f"{len(pos)} times (the reader refuses it)", source, blocking=True)
+    report.count(f"{cfg.split} queries", len(data) if isinstance(data, list) else None,
+                 OFFICIAL_QUERIES[cfg.split], count_src)
+    folder = read_or_report(report, str(Path(cfg.root) / "unlabeled2017"), _IMAGES_SOURCE,
+                            lambda: gallery_folder(cfg.root))
+    if report.issues or folder is None:
+        return report
+    everything = dataclasses.replace(cfg, max_missing=2**62)
+    read = read_or_report(report, str(path), source, lambda: _read(everything))
+    listed = read_or_report(report, "image_info_unlabeled2017.json", _IMAGES_SOURCE,
+                            lambda: _listed_ids(cfg.root))
+    if read is None:
+        return report
+    data, ids, _ = read
+    report.count("gallery images (unlabeled2017)", len(ids),
+                 None if listed is None else len(set(listed)),
+                 "not verified: no image_info_unlabeled2017.json next to the images (COCO "
+                 "publishes about 123K unlabeled images)" if listed is None else
+                 "COCO image_info_unlabeled2017.json")
+    present = {int(p.stem) for p in folder.glob("*.jpg") if p.stem.isdigit()}
+    needed = {int(v) for e in data for v in (e["reference_img_id"], *e.get("gt_img_ids", []))}
+    needed |= set(listed or [])
+    names = [str(folder / f"{i:012d}.jpg") for i in sorted(needed - present)] + \
+        [str(folder / f"{i:012d}.jpg") for i in ids]
+    items = file_items(names)
+    result = check_images(items, total=len(items), progress=progress,
+                          threads=cfg.num_workers, what=f"CIRCO {cfg.split} images")
+    add_image_issues(report, result, source=_IMAGES_SOURCE, max_bad=cfg.max_missing,
+                     skip_note="{n} image(s) missing or undecodable, within --max-missing: "
+                     "their queries would be skipped")
+    return report
+
+
 def _synthetic(out: Path, seed: int) -> dict[str, Any]:
     from condsim.synthetic.circo import write_circo
 
@@ -265,5 +338,5 @@ SPEC = register_benchmark(BenchmarkSpec(
     dataset_type="miccunifi/CIRCO", dataset_name="CIRCO",
     config=CircoConfig, evaluate=evaluate, synthetic=_synthetic,
     pairing=Pairing("queries", "mAP@10", "map_at_10"),
-    submit=write_submission, submit_splits=("test",), chance=_chance,
+    submit=write_submission, submit_splits=("test",), chance=_chance, check=_check,
 ))

@@ -156,6 +156,90 @@ def write_submissions(model: Any, cfg: CirrConfig, out_dir: str | Path, *,
     }
 
 
+# Official counts, counted in the published annotation files: https://github.com/
+# Cuberick-Orion/CIRR (branch cirr_dataset, commit 910278c29d2a5602eae0119d6af906c3bae366bc
+# "upload cirr_rc2"): captions/cap.rc2.val.json 4,181 queries, image_splits/split.rc2.val.json
+# 2,297 images; captions/cap.rc2.test1.json 4,148 queries, image_splits/split.rc2.test1.json
+# 2,315 images.
+OFFICIAL_QUERIES = {"val": 4181, "test1": 4148}
+OFFICIAL_IMAGES = {"val": 2297, "test1": 2315}
+_ANNOTATIONS_SOURCE = ("git clone -b cirr_dataset https://github.com/Cuberick-Orion/CIRR "
+                       "(file {file})")
+_IMAGES_SOURCE = ("NLVR2 raw images: fill in the NLVR team's form (https://github.com/"
+                  "lil-lab/nlvr/tree/master/nlvr2#direct-image-download), then unzip into "
+                  "img_raw/ (CIRR README, 'Raw Images')")
+
+
+def _check(cfg: CirrConfig, progress: ProgressFactory = no_progress) -> Any:
+    """The split's official files, query and image counts, duplicate pairids and image
+    names, and every image of the split decoded (``condsim data check cirr``)."""
+    from condsim.benchmarks.datacheck import (
+        DataReport,
+        add_image_issues,
+        check_images,
+        duplicate_values,
+        file_items,
+        json_keys_twice,
+        read_or_report,
+        require_file,
+    )
+    from condsim.data.jsonio import load_json
+
+    report = DataReport("cirr", cfg.to_dict())
+    root = Path(cfg.root)
+    split_file = root / "image_splits" / f"split.rc2.{cfg.split}.json"
+    cap_file = root / "captions" / f"cap.rc2.{cfg.split}.json"
+    sources = {p: _ANNOTATIONS_SOURCE.format(file=p.relative_to(root))
+               for p in (split_file, cap_file)}
+    present = [require_file(report, p, "CIRR annotation file", sources[p])
+               for p in (split_file, cap_file)]
+    if present[0]:
+        for name in json_keys_twice(split_file):
+            report.issue("duplicate", f"{split_file} image {name!r}", "image name listed twice "
+                         "(the reader refuses it)", sources[split_file], blocking=True)
+    data = None
+    if present[1]:
+        data = read_or_report(report, str(cap_file), sources[cap_file],
+                              lambda: load_json(cap_file, "CIRR file"))
+        if isinstance(data, list):
+            ids = [e.get("pairid") if isinstance(e, dict) else None for e in data]
+            for pid, pos in duplicate_values([i for i in ids if i is not None]).items():
+                report.issue("duplicate", f"{cap_file} entries {pos}", f"pairid {pid} "
+                             f"repeated {len(pos)} times (the reader refuses it)",
+                             sources[cap_file], blocking=True)
+    src = "https://github.com/Cuberick-Orion/CIRR (commit 910278c) {}"
+    read = None
+    if all(present) and not report.issues:
+        read = read_or_report(report, f"CIRR {cfg.split}", sources[cap_file],
+                              lambda: read_cirr(cfg.root, cfg.split, cfg.img_root))
+    if read is None:
+        report.count(f"{cfg.split} queries", len(data) if isinstance(data, list) else None,
+                     OFFICIAL_QUERIES[cfg.split], src.format(cap_file.relative_to(root)),
+                     note="entries in the file; the reader stopped")
+        names = read_or_report(report, str(split_file), sources[split_file],
+                               lambda: load_json(split_file, "CIRR file")) \
+            if present[0] else None
+        if not isinstance(names, dict):
+            return report
+        # the images can still be checked: the split file's paths, as read_cirr builds them
+        images_dir = Path(cfg.img_root) if cfg.img_root else root / "img_raw"
+        paths = [str(images_dir / str(rel).lstrip("./")) for rel in names.values()]
+    else:
+        queries, gallery = read
+        report.count(f"{cfg.split} queries", len(queries), OFFICIAL_QUERIES[cfg.split],
+                     src.format(cap_file.relative_to(root)))
+        paths = [ref.path for ref in gallery.values()]
+    report.count(f"{cfg.split} images", len(set(paths)), OFFICIAL_IMAGES[cfg.split],
+                 src.format(split_file.relative_to(root)))
+    items = file_items(paths)
+    result = check_images(items, total=len(items), progress=progress,
+                          threads=cfg.num_workers, what=f"CIRR {cfg.split} images")
+    add_image_issues(report, result, source=_IMAGES_SOURCE, max_bad=cfg.max_missing,
+                     skip_note="{n} image(s) missing or undecodable, within --max-missing: "
+                     "their queries would be skipped")
+    return report
+
+
 def _synthetic(out: Path, seed: int) -> dict[str, Any]:
     from condsim.synthetic.cirr import write_cirr
 
@@ -174,5 +258,5 @@ SPEC = register_benchmark(BenchmarkSpec(
     dataset_type="Cuberick-Orion/CIRR", dataset_name="CIRR",
     config=CirrConfig, evaluate=evaluate, synthetic=_synthetic,
     pairing=Pairing("queries", "R@1", "recall_at_1"),
-    submit=write_submissions, submit_splits=("test1",), chance=_chance,
+    submit=write_submissions, submit_splits=("test1",), chance=_chance, check=_check,
 ))

@@ -166,6 +166,78 @@ def evaluate(model: Any, cfg: FashionIQConfig, *, progress: ProgressFactory = no
         skipped={**budget.counts(), **skipped}, failures=failures, cache=cache)
 
 
+# Official val counts (gallery asins / queries), counted in the published files
+# image_splits/split.<cat>.val.json and captions/cap.<cat>.val.json of
+# https://github.com/XiaoxiaoGuo/fashion-iq. The official repository's val files are not in
+# our searchable source index; they were counted in the verbatim copy at
+# https://github.com/RazvanApt/CLIP4Cir commit afac48296cf9d54cd8bdb384745c8cd8f6196b2b,
+# fashionIQ_dataset/ (later commits of that fork prune them; their originals are kept there as
+# old_split.* / old_cap.* with the same counts).
+OFFICIAL_GALLERY = {"dress": 3817, "shirt": 6346, "toptee": 5373}
+OFFICIAL_QUERIES = {"dress": 2017, "shirt": 2038, "toptee": 1961}
+_ANNOTATIONS_SOURCE = "https://github.com/XiaoxiaoGuo/fashion-iq (file {file})"
+_IMAGES_SOURCE = ("FashionIQ images (by asin, .png or .jpg under images/): image URLs at "
+                  "https://github.com/hongwang600/fashion-iq-metadata (linked by the "
+                  "FashionIQ README)")
+
+
+def _check(cfg: FashionIQConfig, progress: ProgressFactory = no_progress) -> Any:
+    """Per category: the two val files, gallery and query counts, duplicate asins and
+    queries, every gallery image present and decodable (``condsim data check fashioniq``)."""
+    from condsim.benchmarks.datacheck import (
+        DataReport,
+        ImageItem,
+        add_image_issues,
+        check_images,
+        duplicate_values,
+        read_or_report,
+        require_file,
+    )
+
+    report = DataReport("fashioniq", cfg.to_dict())
+    root = Path(cfg.root)
+    count_src = "XiaoxiaoGuo/fashion-iq {} (counted in RazvanApt/CLIP4Cir@afac482)"
+    items: list[ImageItem] = []
+    for cat in cfg.categories:
+        split_path = root / "image_splits" / f"split.{cat}.val.json"
+        caps_path = root / "captions" / f"cap.{cat}.val.json"
+        ok = [require_file(report, p, "FashionIQ file", _ANNOTATIONS_SOURCE.format(
+            file=p.relative_to(root))) for p in (split_path, caps_path)]
+        if not all(ok):
+            continue
+        raw = read_or_report(report, str(split_path), "", lambda p=split_path: load_json(p))
+        if isinstance(raw, list):
+            for asin, pos in duplicate_values([a for a in raw if isinstance(a, str)]).items():
+                report.issue("duplicate", f"{split_path} positions {pos}", f"asin {asin!r} "
+                             "listed more than once (the reader keeps one)")
+        read = read_or_report(report, f"FashionIQ {cat}", _ANNOTATIONS_SOURCE.format(
+            file=caps_path.relative_to(root)), lambda c=cat: read_category(root, c, cfg.join))
+        if read is None:
+            continue
+        asins, caps = read
+        report.count(f"{cat} gallery", len(asins), OFFICIAL_GALLERY[cat],
+                     count_src.format(split_path.relative_to(root)))
+        report.count(f"{cat} queries", len(caps), OFFICIAL_QUERIES[cat],
+                     count_src.format(caps_path.relative_to(root)))
+        pairs = [(e["candidate"], e["target"], tuple(e["captions"])) for e in caps]
+        for pair, pos in duplicate_values(pairs).items():
+            report.issue("duplicate", f"{caps_path} entries {pos}", f"query {pair[0]} -> "
+                         f"{pair[1]} with the same captions {len(pos)} times")
+        for a in asins:
+            ref = _image(root, a)
+            items.append(ImageItem(ref.path, path=ref.path) if ref else
+                         ImageItem(f"{root / 'images' / a}.png (or .jpg)"))
+    if report.issues and any(i.blocking for i in report.issues):
+        return report
+    unique = list({i.where: i for i in items}.values())
+    result = check_images(unique, total=len(unique), progress=progress,
+                          threads=cfg.num_workers, what="FashionIQ images")
+    add_image_issues(report, result, source=_IMAGES_SOURCE, max_bad=cfg.max_missing,
+                     skip_note="{n} image(s) missing or undecodable, within --max-missing: "
+                     "their queries would be skipped")
+    return report
+
+
 def _synthetic(out: Path, seed: int) -> dict[str, Any]:
     from condsim.synthetic.fashioniq import write_fashioniq
 
@@ -186,5 +258,5 @@ SPEC = register_benchmark(BenchmarkSpec(
     dataset_type="XiaoxiaoGuo/fashion-iq", dataset_name="FashionIQ",
     config=FashionIQConfig, evaluate=evaluate, synthetic=_synthetic,
     pairing=Pairing("queries", "R@10", "recall_at_10", group_key="categories"),
-    variants=("join",), chance=_chance,
+    variants=("join",), chance=_chance, check=_check,
 ))

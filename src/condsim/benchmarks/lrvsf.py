@@ -415,6 +415,108 @@ def model_card(result: RunResult, model_name: str | None = None) -> dict[str, An
     )
 
 
+# Official sizes of the test set: the dataset card https://huggingface.co/datasets/Slep/
+# LAION-RVS-Fashion (README.md, "Split | Products | Distractors": Test 2,000 | 2,000,014).
+# The official harness (https://github.com/Simon-Lepage/LRVSF-Benchmark, commit 46e5e94,
+# lrvsf_benchmark/lrvsf.py) warns below 1M distractors.
+OFFICIAL_PRODUCTS = 2000
+OFFICIAL_DISTRACTORS = 2_000_014
+_COUNT_SOURCE = "huggingface.co/datasets/Slep/LAION-RVS-Fashion dataset card (Test split)"
+_PRODUCTS_SOURCE = ("LRVS-F test set, https://zenodo.org/doi/10.5281/zenodo.11189942 "
+                    "(products.parquet; LRVSF-Benchmark README, 'Dataset Preparation')")
+_DISTRACTORS_SOURCE = ("distractors_urls.parquet of https://zenodo.org/doi/10.5281/"
+                       "zenodo.11189942, fetched into distractors/ with `condsim download "
+                       "lrvsf-distractors` (or img2dataset)")
+
+
+def _distractor_items(report: Any, files: list[Path], cfg: LRVSFConfig) -> Iterator[Any]:
+    """Every distractor cell as an ``ImageItem`` named ``<file> row <i>``; a fragment that
+    fails while its rows are read is reported as corrupt (blocking) and left."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from condsim.benchmarks.datacheck import ImageItem
+
+    for path in files:
+        row = 0
+        try:
+            for batch in pq.ParquetFile(path).iter_batches(columns=[cfg.dist_img_col],
+                                                           batch_size=data.READ_BATCH):
+                for value in data.binary_values(batch.column(0), f"{path}"):
+                    yield ImageItem(f"{path} row {row}", data=value)
+                    row += 1
+        except (pa.ArrowException, OSError, DataError) as exc:
+            report.issue("corrupt", f"{path} (from row {row})", f"cannot read the rows: {exc}",
+                         _DISTRACTORS_SOURCE, blocking=True)
+
+
+def _check(cfg: LRVSFConfig, progress: ProgressFactory = no_progress) -> Any:
+    """products.parquet (the 2,000 products, every query and target image decoded), every
+    distractor parquet fragment (footer, schema, image column) and every distractor image
+    (``condsim data check lrvsf``)."""
+    from condsim.benchmarks.datacheck import (
+        DataReport,
+        ImageItem,
+        add_image_issues,
+        check_images,
+        check_parquet_fragment,
+        read_or_report,
+    )
+
+    report = DataReport("lrvsf", cfg.to_dict())
+    root = Path(cfg.data_root)
+    products_path = root / "products.parquet"
+    products = read_or_report(report, str(products_path), _PRODUCTS_SOURCE,
+                              lambda: data.read_products(cfg.data_root, cfg.conditioning))
+    report.count("products", None if products is None else len(products), OFFICIAL_PRODUCTS,
+                 _COUNT_SOURCE)
+    if products is not None:
+        items = [ImageItem(f"{products_path} row {i} {col}", data=b)
+                 for col, values in ((data.QUERY_COL, products.query_images),
+                                     (data.TARGET_COL, products.target_images))
+                 for i, b in enumerate(values)]
+        result = check_images(items, total=len(items), progress=progress,
+                              threads=cfg.num_workers, what="LRVS-F product images")
+        add_image_issues(report, result, source=_PRODUCTS_SOURCE, max_bad=0)
+        if cfg.folds != "seeded":
+            read_or_report(report, f"--folds {cfg.folds}", "",
+                           lambda: load_folds(cfg.folds, len(products), cfg.seed))
+    folder = root / "distractors"
+    files = sorted(p for p in folder.rglob("*.parquet") if p.is_file()) \
+        if folder.is_dir() else []
+    if not files:
+        report.error(str(folder), "no distractor .parquet files", _DISTRACTORS_SOURCE)
+    good: list[Path] = []
+    rows = 0
+    for path in files:
+        n, problem = check_parquet_fragment(path, cfg.dist_img_col)
+        if problem is not None:
+            report.issue("corrupt", str(path), problem, _DISTRACTORS_SOURCE, blocking=True)
+            continue
+        if cfg.dist_category_col:
+            import pyarrow.parquet as pq
+
+            if cfg.dist_category_col not in pq.read_schema(path).names:
+                report.error(str(path), f"no column {cfg.dist_category_col!r} "
+                             "(--dist-category-col)")
+                continue
+        good.append(path)
+        rows += int(n or 0)
+    report.count("distractors (parquet rows)", rows if files else None, OFFICIAL_DISTRACTORS,
+                 _COUNT_SOURCE, note=f"{len(good)} of {len(files)} fragment(s) readable")
+    if good:
+        result = check_images(_distractor_items(report, good, cfg), total=rows,
+                              progress=progress, threads=cfg.num_workers,
+                              what="LRVS-F distractors")
+        add_image_issues(report, result, source=_DISTRACTORS_SOURCE, max_bad=None,
+                         skip_note="{n} distractor(s) null or undecodable: the run skips them")
+        usable = rows - len(result.missing) - len(result.corrupt)
+        if usable < MIN_RECOMMENDED_DISTRACTORS:
+            report.notes.append(f"{usable:,} usable distractors: the official harness warns "
+                                f"below {MIN_RECOMMENDED_DISTRACTORS:,}")
+    return report
+
+
 def _synthetic(out: Path, seed: int) -> dict[str, Any]:
     from condsim.synthetic.lrvsf import write_lrvsf
 
@@ -453,4 +555,5 @@ SPEC = register_benchmark(BenchmarkSpec(
         "folds", "folds_digest", "seed", "conditioning", "n_distractors_available",
         "n_products", "protocol_version"), per_group_agree="draw_digests"),
     variants=("conditioning",), model_card=model_card, render=_render, chance=_chance,
+    check=_check,
 ))

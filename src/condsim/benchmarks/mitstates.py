@@ -127,6 +127,56 @@ def evaluate(model: Any, cfg: MitStatesConfig, *, progress: ProgressFactory = no
         extra={"n_relevant": ranks.n_relevant.tolist()})
 
 
+# The 49 test nouns are GeneCIS's (https://github.com/facebookresearch/genecis, commit
+# 0c5c968, datasets/mit_states_dataset.py, ``test_nouns``; the same list as TEST_NOUNS). No
+# official source gives the number of test images, so that count is reported as found.
+_IMAGES_SOURCE = ("MIT-States: http://web.mit.edu/phillipi/Public/states_and_transformations/"
+                  "index.html (release_dataset.zip: images/<adj> <noun>/*.jpg; GeneCIS "
+                  "DOWNLOAD.md)")
+
+
+def _check(cfg: MitStatesConfig, progress: ProgressFactory = no_progress) -> Any:
+    """The images/ layout, the 49 test nouns, and every test image decoded (``condsim data
+    check mitstates``)."""
+    from condsim.benchmarks.datacheck import (
+        DataReport,
+        add_image_issues,
+        check_images,
+        file_items,
+        read_or_report,
+    )
+
+    report = DataReport("mitstates", cfg.to_dict())
+    items = read_or_report(report, str(Path(cfg.root) / "images"), _IMAGES_SOURCE,
+                           lambda: read_test_images(cfg.root))
+    if items is None:
+        report.count("test nouns", None, len(TEST_NOUNS), "genecis datasets/"
+                     "mit_states_dataset.py test_nouns (commit 0c5c968)")
+        return report
+    adjs: dict[str, set[str]] = {}
+    for adj, noun, _ in items:
+        adjs.setdefault(noun, set()).add(adj)
+    report.count("test nouns", len(adjs), len(TEST_NOUNS), "genecis datasets/"
+                 "mit_states_dataset.py test_nouns (commit 0c5c968)")
+    report.count("test images", len(items), None, "not verified: no official count")
+    absent = [n for n in TEST_NOUNS if n not in adjs]
+    if absent:
+        report.notes.append(f"{len(absent)} test noun(s) without any images/<adj> <noun>/ "
+                            f"folder: {', '.join(absent[:10])}"
+                            f"{' ...' if len(absent) > 10 else ''}")
+    single = sorted(n for n, a in adjs.items() if len(a) < 2)
+    if single:
+        report.notes.append(f"test nouns with one adjective (no query; GeneCIS asserts two): "
+                            f"{', '.join(single)}")
+    files = file_items(str(p) for _, _, p in items)
+    result = check_images(files, total=len(files), progress=progress,
+                          threads=cfg.num_workers, what="MIT-States test images")
+    add_image_issues(report, result, source=_IMAGES_SOURCE, max_bad=cfg.max_missing,
+                     skip_note="{n} image(s) undecodable, within --max-missing: their queries "
+                     "would be skipped")
+    return report
+
+
 def _synthetic(out: Path, seed: int) -> dict[str, Any]:
     from condsim.synthetic.mitstates import write_mitstates
 
@@ -148,5 +198,5 @@ SPEC = register_benchmark(BenchmarkSpec(
     dataset_type="mit-states", dataset_name="MIT-States",
     config=MitStatesConfig, evaluate=evaluate, synthetic=_synthetic,
     pairing=Pairing("queries", "R@1", "recall_at_1"), variants=("complete_text",),
-    chance=_chance,
+    chance=_chance, check=_check,
 ))

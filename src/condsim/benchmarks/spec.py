@@ -287,6 +287,9 @@ class BenchmarkSpec:
     model_card: Callable[[Any], dict[str, Any]] | None = None  # default: generic CIR card
     render: Callable[[Any], list[Any]] | None = None  # CLI tables (default: generic)
     chance: Callable[[Any], float] | None = None  # main score of a constant model
+    #: ``check(cfg, progress) -> DataReport`` (:mod:`condsim.benchmarks.datacheck`): the
+    #: dataset on disk against the official files and counts (``condsim data check``)
+    check: Callable[..., Any] | None = None
 
     def __post_init__(self) -> None:
         if not dataclasses.is_dataclass(self.config) or not issubclass(self.config,

@@ -104,11 +104,27 @@ def _check_out(out: Path) -> None:
         raise ConfigError(f"--out {out}: {parent} is not writable")
 
 
-def make_command(spec: Any) -> Any:
-    """The ``condsim eval <spec.name>`` callback, its signature built from the config."""
+def config_parameters(spec: Any, own: tuple[str, ...]) -> list[inspect.Parameter]:
+    """One keyword parameter per config field of ``spec`` (benchmark fields first), for a
+    command whose own options are ``own`` (a config field of the same name is refused)."""
     from condsim.benchmarks.spec import config_fields
 
     hints = typing.get_type_hints(spec.config)
+    params = []
+    for f in config_fields(spec):
+        if f.name in own:
+            raise TypeError(f"{spec.name}: config field {f.name!r} clashes with a CLI option")
+        params.append(_param(f, hints))
+    return params
+
+
+def config_from_flags(spec: Any, given: dict[str, Any], where: str) -> Any:
+    """The spec's config from a command's parsed config flags (only those given)."""
+    return spec.make_config(where, **_config_values(spec, given))
+
+
+def make_command(spec: Any) -> Any:
+    """The ``condsim eval <spec.name>`` callback, its signature built from the config."""
     params = [
         inspect.Parameter("model", inspect.Parameter.KEYWORD_ONLY, annotation=str,
                           default=typer.Option(..., "--model", "-m",
@@ -118,10 +134,7 @@ def make_command(spec: Any) -> Any:
                                                help="Output folder (results.json, "
                                                "model_card.yaml; submission files).")),
     ]
-    for f in config_fields(spec):
-        if f.name in _OWN:
-            raise TypeError(f"{spec.name}: config field {f.name!r} clashes with a CLI option")
-        params.append(_param(f, hints))
+    params += config_parameters(spec, _OWN)
 
     def command(**given: Any) -> None:
         from condsim.benchmarks.run import model_from, save_run
@@ -129,7 +142,7 @@ def make_command(spec: Any) -> Any:
         from condsim.results.tables import metrics_table
 
         model_name, out = given.pop("model"), Path(given.pop("out"))
-        cfg = spec.make_config(f"condsim eval {spec.name}", **_config_values(spec, given))
+        cfg = config_from_flags(spec, given, f"condsim eval {spec.name}")
         _check_out(out)
         encoder = model_from(model_name, cfg)
         submitting = spec.submit is not None and getattr(cfg, "split", None) in \

@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "condsim.cli.cmd_training",
     "condsim.cli.cmd_download",
     "condsim.cli.cmd_suite",
+    "condsim.cli.cmd_data",
 )
 
 console = Console(stderr=True)
