@@ -348,20 +348,33 @@ def per_query_groups(result: Any, pairing: PairingLike, key: str | None = None
     return out
 
 
+def _id_order(q: Any) -> tuple[int, Any]:
+    """Canonical order of query ids: numbers by value, then everything else by ``str``."""
+    if isinstance(q, (int, float, np.integer, np.floating)) and not isinstance(q, bool):
+        return (0, float(q))
+    return (1, str(q))
+
+
 def pair_by_id(group: str, a: tuple[list[Any] | None, np.ndarray],
                b: tuple[list[Any] | None, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Values of the queries both runs evaluated, in ``a``'s order, matched by query id
-    (``str(id)``); without ids, position ``i`` of both runs (then the counts must agree)."""
+    """Values of the queries both runs evaluated, matched by query id (``str(id)``) and put
+    in the canonical id order (numbers by value, then strings), so neither run's storage
+    order changes any statistic; without ids, position ``i`` of both runs (then the counts
+    must agree)."""
     (ids_a, va), (ids_b, vb) = a, b
     if ids_a is None or ids_b is None:
         if va.shape != vb.shape:
             raise PairingError(f"{group}: runs without query ids must have the same queries")
         return va, vb
+    if len(ids_a) != va.size or len(ids_b) != vb.size:
+        raise PairingError(f"{group}: query_ids and per-query values differ in length")
     pos_b = {str(q): i for i, q in enumerate(ids_b)}
-    rows = [(i, pos_b[str(q)]) for i, q in enumerate(ids_a) if str(q) in pos_b]
-    if not rows:
+    shared = sorted((q for q in ids_a if str(q) in pos_b), key=_id_order)
+    if not shared:
         raise PairingError(f"{group}: the two runs share no query; cannot pair them")
-    ia, ib = (np.array(c) for c in zip(*rows, strict=True))
+    pos_a = {str(q): i for i, q in enumerate(ids_a)}
+    ia = np.array([pos_a[str(q)] for q in shared])
+    ib = np.array([pos_b[str(q)] for q in shared])
     return va[ia], vb[ib]
 
 
