@@ -211,11 +211,11 @@ def test_legacy_lrvsf_failures_still_render(world, tmp_path):
 # --- views plug in by registry ------------------------------------------------------------
 
 
-def _cirr_like(model: str, r1: float, ids: list[int]) -> RunResult:
+def _cirr_like(model: str, r1: float, ids: list[int], benchmark: str = "newbench") -> RunResult:
     per_query = [1.0] * int(r1 * len(ids)) + [0.0] * (len(ids) - int(r1 * len(ids)))
     ci = {"mean": r1, "ci_low": max(0, r1 - 0.05), "ci_high": min(1, r1 + 0.05)}
     return RunResult(
-        benchmark="newbench", model={"name": model}, protocol={"name": "newbench",
+        benchmark=benchmark, model={"name": model}, protocol={"name": benchmark,
                                                                "protocol_version": "1"},
         seed=0, headline={"name": "recall_at_1", **ci},
         metrics={"recall": {"1": ci, "5": {**ci, "mean": min(1, r1 + 0.2)}},
@@ -237,10 +237,22 @@ def test_unregistered_benchmark_uses_interval_view_and_custom_views_plug_in(tmp_
     table = rep.comparison_table(runs, rep.CI_VIEW)
     assert table.columns == ["R@1", "R@5", "Rsubset@1"]
     cells = {run.label: dict(zip(table.columns, c, strict=True)) for run, c in table.rows}
+    # an unregistered benchmark has no pairing: every comparison is the CI overlap
+    assert {c[1].method for cs in cells.values() for c in cs.values() if c[1]} == {"ci-overlap"}
+    assert cells["m2"]["R@1"][1].verdict == 1 and cells["m2"]["R@1"][1].mark() == "▲†"
+    # the same runs of a registered benchmark pair as its spec says (as condsim compare does)
+    for name, r1, q in (("m1", 0.2, ids), ("m2", 0.6, ids), ("m3", 0.25, list(range(1, 201))),
+                        ("m4", 0.25, list(range(1000, 1200)))):
+        _cirr_like(name, r1, q, "cirr").save(tmp_path / "cirr" / name / "results.json")
+    cirr = load_runs([tmp_path / "cirr"])
+    table = rep.comparison_table(cirr, rep.view_for(cirr[0]))
+    cells = {run.label: dict(zip(table.columns, c, strict=True)) for run, c in table.rows}
     assert cells["m2"]["R@1"][1].method == "paired-bootstrap"
     assert cells["m2"]["R@1"][1].verdict == 1 and cells["m2"]["R@1"][1].mark() == "▲"
     assert cells["m2"]["R@5"][1].method == "ci-overlap"  # no per-query values for R@5
-    assert cells["m3"]["R@1"][1].method == "ci-overlap"  # other queries: cannot pair
+    assert cells["m3"]["R@1"][1].method == "paired-bootstrap"  # the 199 shared query ids
+    assert cells["m3"]["R@1"][1].n == 199
+    assert cells["m4"]["R@1"][1].method == "ci-overlap"  # no shared query: cannot pair
     written = rep.build_report([tmp_path / "runs"], tmp_path / "out" / "report.html")
     _check_png(written["newbench_metrics"])
     assert _parse(written["html"]).classes.count("missing") >= 2  # moved images: placeholders
@@ -266,9 +278,10 @@ def test_estimates_and_overlap_rules():
     assert rep.compare(a, b).verdict == 1 and rep.compare(b, a).verdict == -1
     assert rep.compare(a, rep.Estimate(0.55, 0.50, 0.60, "std")).verdict == 0
     assert rep.compare(a, rep.Estimate(0.5, 0.5, 0.5, "none")) is None
-    folds = rep.Estimate(0.5, 0.4, 0.6, "std", "fold", (np.array([0.4, 0.5, 0.6]),), "k")
-    better = rep.Estimate(0.52, 0.42, 0.62, "std", "fold", (np.array([0.42, 0.52, 0.62]),), "k")
-    c = rep.compare(folds, better)
+    # paired folds are computed by condsim.metrics.significance (the report computes none)
+    from condsim.metrics.significance import paired_folds
+
+    c = paired_folds(np.array([0.4, 0.5, 0.6]), np.array([0.42, 0.52, 0.62]))
     assert c.method == "paired-folds" and c.verdict == 1 and math.isclose(c.diff, 0.02)
 
 

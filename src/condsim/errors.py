@@ -11,6 +11,11 @@ class DataError(CondsimError):
     """A dataset file is missing, malformed or inconsistent."""
 
 
+class PairingError(DataError):
+    """Two runs cannot be compared pairwise (no shared queries, no per-query or per-fold
+    values, different folds, seeds or data); the report falls back to CI overlap."""
+
+
 class ModelError(CondsimError):
     """A model cannot be created, loaded or does not support what is asked of it."""
 

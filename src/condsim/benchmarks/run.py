@@ -123,32 +123,12 @@ __all__ = ["SHARED_FIELDS", "evaluate", "generic_model_card", "model_card", "mod
 def compare_runs(a: Any, b: Any, *, seed: int = 0, n_resamples: int = 2000,
                  threshold: float = 0.002) -> dict[str, Any]:
     """Paired comparison ``B - A`` of two runs of one benchmark, paired as the benchmark's
-    spec says (:func:`condsim.metrics.significance.paired_comparison`)."""
+    spec says (:func:`condsim.metrics.significance.compare`), as ``condsim.compare/1`` JSON."""
     from condsim.errors import DataError
-    from condsim.metrics.significance import paired_comparison
+    from condsim.metrics.significance import compare
 
     if a.benchmark != b.benchmark:
         raise DataError(f"cannot compare a {a.benchmark} run with a {b.benchmark} run")
     spec = get_benchmark(a.benchmark)
-    check_paired(a, b, spec.pairing)
-    return paired_comparison(a, b, spec.pairing, seed=seed, n_resamples=n_resamples,
-                             threshold=threshold)
-
-
-def check_paired(a: Any, b: Any, pairing: Any) -> None:
-    """Refuse to pair runs whose per-group draws differ (``pairing.per_group_agree``), naming
-    the first group (e.g. distractor count) that differs, or that lack the digests."""
-    from condsim.errors import DataError
-
-    key = pairing.per_group_agree
-    if key is None or any(a.protocol.get(k) != b.protocol.get(k) for k in pairing.must_agree):
-        return  # the pairing itself names the differing protocol fields
-    da, db = a.protocol.get(key), b.protocol.get(key)
-    if not isinstance(da, dict) or not isinstance(db, dict):
-        raise DataError(f"{a.benchmark} runs record no {key!r} (written by an older condsim); "
-                        "rerun them to compare")
-    for group in sorted(set(da) & set(db), key=str):
-        if da[group] != db[group]:
-            raise DataError(f"{a.benchmark}: the two runs drew different galleries for {group} "
-                            f"({key} differ); they cannot be paired. Rerun with the same seed "
-                            "and distractor files")
+    return compare(a, b, spec.pairing, seed=seed, n_resamples=n_resamples,
+                   threshold=threshold).to_dict()

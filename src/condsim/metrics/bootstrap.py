@@ -1,4 +1,7 @@
-"""Seeded bootstrap confidence intervals and paired significance tests."""
+"""Seeded bootstrap confidence intervals of one run (:func:`bootstrap_ci`).
+
+Paired tests live in :mod:`condsim.metrics.significance`; :func:`paired_bootstrap` here is a
+thin view of it kept for existing callers."""
 
 from __future__ import annotations
 
@@ -6,6 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from condsim.errors import PairingError
+from condsim.metrics import significance as _significance
 from condsim.metrics.significance import resampled_means as _resampled_means
 
 
@@ -82,22 +87,14 @@ def paired_bootstrap(
     seed: int = 0,
     level: float = 0.95,
 ) -> PairedTest:
-    """Paired bootstrap test of ``d = mean(b_i - a_i)``.
-
-    Items are resampled jointly (same indices for ``a`` and ``b``). The CI is the percentile
-    interval of resampled mean differences ``d_b``; the two-sided p-value is
-    ``min(1, 2 * min(P(d_b <= 0), P(d_b >= 0)))`` with the ``+1`` correction
-    ``(count + 1) / (n_resamples + 1)``.
+    """Paired bootstrap test of ``d = mean(b_i - a_i)``: a thin view of
+    :func:`condsim.metrics.significance.paired_bootstrap` (items resampled jointly, percentile
+    CI of the resampled ``d_b``, p-value ``min(1, 2 min(P(d_b <= 0), P(d_b >= 0)))`` with the
+    ``(count + 1) / (n_resamples + 1)`` correction).
     """
-    a = np.asarray(a, dtype=np.float64).ravel()
-    b = np.asarray(b, dtype=np.float64).ravel()
-    if a.shape != b.shape:
-        raise ValueError(f"paired test needs equal lengths, got {a.size} and {b.size}")
-    d = b - a
-    means = _resampled_means(d, n_resamples, seed)
-    al = (1.0 - level) / 2.0
-    low, high = np.quantile(means, [al, 1.0 - al])
-    le = (np.count_nonzero(means <= 0) + 1) / (n_resamples + 1)
-    ge = (np.count_nonzero(means >= 0) + 1) / (n_resamples + 1)
-    p = min(1.0, 2.0 * min(le, ge))
-    return PairedTest(float(d.mean()), float(low), float(high), p, n_resamples, seed, level)
+    try:
+        row = _significance.paired_bootstrap(a, b, n_resamples=n_resamples, seed=seed,
+                                              level=level)
+    except PairingError as exc:
+        raise ValueError(f"paired test needs equal lengths: {exc}") from None
+    return PairedTest(row.diff, row.ci_low, row.ci_high, row.p_value, n_resamples, seed, level)

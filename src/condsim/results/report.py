@@ -12,10 +12,13 @@ bands = mean ± std over folds), a per-task view for GeneCIS and every benchmark
 ``metrics["tasks"][task]`` hold ``recall``/``per_query`` (CIRR, MIT-States, ... when they
 follow GeneCIS' layout), and a headline-only fallback.
 
-Significance vs a reference run (the first run of each benchmark, or ``reference=``): a
-paired bootstrap over the same queries when per-query values are stored, paired per-fold
-differences when two LRVS-F runs share folds and distractor draws, otherwise whether the two
-95% intervals overlap. Every table says which one it used.
+Significance vs a reference run (the first run of each benchmark, or ``reference=``): the
+rows of :func:`condsim.metrics.significance.compare` for the pair, paired as the benchmark's
+registered ``pairing`` says (the same object ``condsim compare`` prints: a paired bootstrap
+over the queries both runs scored, stratified for averages over groups, or paired per-fold
+differences for LRVS-F), otherwise (runs that cannot be paired, unknown benchmarks) whether
+the two 95% intervals overlap (:func:`condsim.metrics.significance.ci_overlap`, marked †).
+Every table says which one it used; the report computes no statistic itself.
 """
 
 from __future__ import annotations
@@ -37,8 +40,10 @@ from typing import Any
 
 import numpy as np
 
-from condsim.errors import DataError
+from condsim.errors import DataError, PairingError
 from condsim.io import atomic_write_bytes
+from condsim.metrics import significance as sig
+from condsim.metrics.significance import Comparison, ComparisonRow
 from condsim.results import failures as fail
 from condsim.results.leaderboard import (
     DISPLAY_HEADERS,
@@ -55,37 +60,38 @@ from condsim.results.plots import BarPlot, CurvePlot, Plot, Series, render_png
 
 logger = logging.getLogger(__name__)
 
-Z95 = 1.959963984540054
-N_RESAMPLES = 2000
 DEFAULT_MAX_FAILURES = 6
 THUMB_SIZE = 112
 
 __all__ = [
-    "Comparison", "Estimate", "View", "VIEWS", "build_report", "compare", "load_runs",
-    "register_view", "view_for",
+    "Cell", "ComparisonRow", "Estimate", "PairComparisons", "View", "VIEWS", "build_report",
+    "compare", "load_runs", "register_view", "view_for",
 ]
 
 
 # --- estimates and comparisons ---------------------------------------------------------------
 
+#: a column's place in a :class:`~condsim.metrics.significance.Comparison`: ``(per-query key,
+#: group)``; group ``None`` is the average row (LRVS-F: ``("recall", "R@K +n")``)
+Cell = tuple[str, str | None]
 
-@dataclass(frozen=True, eq=False)
+
+@dataclass(frozen=True)
 class Estimate:
     """One number of one run (a fraction), its shown interval and what it pairs on.
 
     ``interval`` is ``"std"`` (``low``/``high`` = mean ∓ std over folds), ``"ci"`` (a 95%
-    bootstrap CI) or ``"none"``. ``units`` are per-unit values (one array per stratum, e.g.
-    per task) of ``unit`` ``"query"`` or ``"fold"``; two estimates with equal ``pair_key``
-    were measured on the same units and can be compared pairwise.
+    bootstrap CI) or ``"none"``. ``paired`` names the row of the two runs'
+    :func:`condsim.metrics.significance.compare` this column is (:data:`Cell`); two columns
+    with equal ``paired`` are compared by that row, others by the overlap of their intervals.
+    The report computes no statistic itself.
     """
 
     value: float
     low: float
     high: float
     interval: str
-    unit: str = ""
-    units: tuple[np.ndarray, ...] = ()
-    pair_key: Any = None
+    paired: Cell | None = None
 
     def text(self) -> str:
         """Percent text: ``"74.49 ± 1.23"``, ``"41.2 [38.1, 44.3]"`` or ``"12.00"``."""
@@ -97,104 +103,62 @@ class Estimate:
         return f"{v:.2f}"
 
     def interval95(self) -> tuple[float, float]:
-        """A 95% interval: the CI, or mean ± 1.96 std for fold spreads (LRVS-F folds are
-        bootstrap replicates, so their std estimates the standard error)."""
+        """A 95% interval: the CI, or mean ± 1.96 std for fold spreads
+        (:func:`condsim.metrics.significance.std_interval95`)."""
         if self.interval == "std":
-            half = (self.high - self.low) / 2 * Z95
-            return self.value - half, self.value + half
+            return sig.std_interval95(self.value, (self.high - self.low) / 2)
         return self.low, self.high
 
 
-@dataclass(frozen=True)
-class Comparison:
-    """``other - reference`` with a 95% interval (NaN for the overlap test) and a verdict:
-    ``+1`` significantly higher, ``-1`` lower, ``0`` not significant."""
-
-    diff: float
-    low: float
-    high: float
-    method: str
-    verdict: int
-
-    def mark(self) -> str:
-        sign = {1: "▲", -1: "▼"}.get(self.verdict, "")
-        return sign + ("†" if sign and self.method == "ci-overlap" else "")
-
-    def text(self) -> str:
-        if math.isnan(self.low):
-            return f"{self.diff * 100:+.2f} (95% CIs {'overlap' if not self.verdict else 'apart'})"
-        return f"{self.diff * 100:+.2f} [{self.low * 100:+.2f}, {self.high * 100:+.2f}]"
+#: how each comparison was made, by ``ComparisonRow.method`` (from the significance module)
+METHODS = sig.METHODS
 
 
-METHODS = {
-    "paired-bootstrap": "paired bootstrap over the same queries "
-    f"(condsim.metrics.bootstrap.paired_bootstrap, {N_RESAMPLES} resamples, seed 0): the 95% "
-    "CI of the difference excludes 0",
-    "stratified-paired-bootstrap": "paired bootstrap of the task-averaged difference, each "
-    f"task's queries resampled independently ({N_RESAMPLES} resamples, seed 0): the 95% CI "
-    "excludes 0",
-    "paired-folds": "paired per-fold differences (same folds and distractor draws; folds are "
-    "bootstrap replicates): mean ± 1.96 sd of the differences excludes 0",
-    "ci-overlap": "† no paired values (different queries, folds, seeds or data): the two 95% "
-    "intervals do not overlap (conservative)",
-}
-
-
-def _verdict(low: float, high: float) -> int:
-    return 1 if low > 0 else -1 if high < 0 else 0
-
-
-def _paired_queries(ref: Estimate, other: Estimate) -> Comparison:
-    from condsim.metrics.bootstrap import _resampled_means, paired_bootstrap
-
-    if len(ref.units) == 1:
-        t = paired_bootstrap(ref.units[0], other.units[0], n_resamples=N_RESAMPLES, seed=0)
-        return Comparison(t.diff, t.low, t.high, "paired-bootstrap", _verdict(t.low, t.high))
-    diffs = [np.asarray(b, np.float64) - np.asarray(a, np.float64)
-             for a, b in zip(ref.units, other.units, strict=True)]
-    means = np.mean([_resampled_means(d, N_RESAMPLES, 101 * i) for i, d in enumerate(diffs)],
-                    axis=0)
-    low, high = np.quantile(means, [0.025, 0.975])
-    diff = float(np.mean([d.mean() for d in diffs]))
-    return Comparison(diff, float(low), float(high), "stratified-paired-bootstrap",
-                      _verdict(low, high))
-
-
-def _paired_folds(ref: Estimate, other: Estimate) -> Comparison:
-    d = np.asarray(other.units[0], np.float64) - np.asarray(ref.units[0], np.float64)
-    if d.size < 2:
-        return _ci_overlap(ref, other)
-    diff, half = float(d.mean()), Z95 * float(d.std(ddof=1))
-    return Comparison(diff, diff - half, diff + half, "paired-folds",
-                      _verdict(diff - half, diff + half))
-
-
-def _ci_overlap(ref: Estimate, other: Estimate) -> Comparison:
-    (a_lo, a_hi), (b_lo, b_hi) = ref.interval95(), other.interval95()
-    verdict = 1 if b_lo > a_hi else -1 if b_hi < a_lo else 0
-    return Comparison(other.value - ref.value, math.nan, math.nan, "ci-overlap", verdict)
-
-
-PAIRED_TESTS: dict[str, Callable[[Estimate, Estimate], Comparison]] = {
-    "query": _paired_queries,
-    "fold": _paired_folds,
-}
-
-
-def _same_units(a: Estimate, b: Estimate) -> bool:
-    return (a.unit == b.unit and a.unit in PAIRED_TESTS and a.pair_key is not None
-            and a.pair_key == b.pair_key and len(a.units) == len(b.units)
-            and all(len(x) == len(y) for x, y in zip(a.units, b.units, strict=True)))
-
-
-def compare(ref: Estimate, other: Estimate) -> Comparison | None:
-    """``other`` vs ``ref``: a paired test when both hold values of the same units, else the
-    overlap of their 95% intervals; ``None`` when neither has an interval."""
-    if _same_units(ref, other):
-        return PAIRED_TESTS[ref.unit](ref, other)
+def compare(ref: Estimate, other: Estimate) -> ComparisonRow | None:
+    """``other`` vs ``ref`` when the runs cannot be paired: the overlap of their 95% intervals
+    (:func:`condsim.metrics.significance.ci_overlap`); ``None`` when either has none."""
     if ref.interval == "none" or other.interval == "none":
         return None
-    return _ci_overlap(ref, other)
+    return sig.ci_overlap((ref.value, *ref.interval95()), (other.value, *other.interval95()))
+
+
+def _pairing(benchmark: str) -> Any:
+    """The benchmark's registered pairing, ``None`` for a benchmark condsim does not know."""
+    from condsim.registry import find_benchmark
+
+    spec = find_benchmark(benchmark)
+    return getattr(spec, "pairing", None)
+
+
+class PairComparisons:
+    """The :class:`~condsim.metrics.significance.Comparison` s of one (reference, other) pair,
+    one per per-query key the columns ask for, computed once each; ``None`` when the runs
+    cannot be paired on that key (then the columns fall back to CI overlap)."""
+
+    def __init__(self, ref: Run, other: Run, pairing: Any) -> None:
+        self.ref, self.other, self.pairing = ref.result, other.result, pairing
+        self.by_key: dict[str, Comparison | None] = {}
+
+    def comparison(self, key: str) -> Comparison | None:
+        if self.pairing is None:
+            return None
+        if key not in self.by_key:
+            try:
+                self.by_key[key] = sig.compare(self.ref, self.other, self.pairing, key=key)
+            except PairingError as exc:
+                logger.debug("%s vs %s: not paired (%s)", self.ref.model.get("name"),
+                             self.other.model.get("name"), exc)
+                self.by_key[key] = None
+        return self.by_key[key]
+
+    def row(self, ref: Estimate, other: Estimate) -> ComparisonRow | None:
+        """The paired row of a column, else the CI overlap of the two estimates."""
+        if ref.paired is not None and ref.paired == other.paired:
+            cmp = self.comparison(ref.paired[0])
+            row = cmp.row(ref.paired[1]) if cmp else None
+            if row is not None:
+                return row
+        return compare(ref, other)
 
 
 # --- views -----------------------------------------------------------------------------------
@@ -287,15 +251,10 @@ def _lrvsf_ks(run: Run) -> list[str]:
 
 
 def _lrvsf_estimate(run: Run, n: int, k: str) -> Estimate:
-    r = run.result
-    cell = r.metrics["recall"][str(n)][k]
+    cell = run.result.metrics["recall"][str(n)][k]
     mean, std = float(cell["mean"]), float(cell["std"])
-    p, cfg = r.protocol, r.extra.get("config", {})
-    key = ("lrvsf", cfg.get("data_root"), p.get("folds"), p.get("n_folds"), p.get("fold_size"),
-           r.seed, tuple(p.get("n_dists", ())), p.get("n_distractors_available"), n)
-    folds = cell.get("folds")
-    return Estimate(mean, mean - std, mean + std, "std", "fold" if folds else "",
-                    (np.asarray(folds, np.float64),) if folds else (), key if folds else None)
+    paired = ("recall", f"R@{k} +{n:,}") if cell.get("folds") else None
+    return Estimate(mean, mean - std, mean + std, "std", paired)
 
 
 def _lrvsf_columns(run: Run) -> dict[str, Estimate]:
@@ -363,23 +322,18 @@ def _tasks(run: Run) -> dict[str, Any]:
 def _task_estimate(run: Run, task: str, k: str = "1") -> Estimate:
     m = _tasks(run)[task]
     r = m["recall"][k]
-    per_query = m.get("per_query", {}).get(k)
-    units = (np.asarray(per_query, np.float64),) if per_query is not None else ()
-    key = (run.result.benchmark, task, tuple(m.get("query_ids") or ())) if units else None
-    return Estimate(float(r["mean"]), float(r["ci_low"]), float(r["ci_high"]), "ci",
-                    "query" if units else "", units, key)
+    paired = (k, task) if (m.get("per_query") or {}).get(k) is not None else None
+    return Estimate(float(r["mean"]), float(r["ci_low"]), float(r["ci_high"]), "ci", paired)
 
 
 def _average_estimate(run: Run) -> Estimate:
     tasks = [_task_estimate(run, t) for t in _tasks(run)]
     avg = run.result.metrics.get("average_recall_at_1") or run.result.headline
     value = headline_value(avg, str(run.path))
-    paired = all(t.units for t in tasks)
+    paired = len(tasks) > 1 and all(t.paired for t in tasks)
     return Estimate(
         value, float(avg.get("ci_low", value)), float(avg.get("ci_high", value)),
-        "ci" if "ci_low" in avg else "none", "query" if paired else "",
-        tuple(t.units[0] for t in tasks) if paired else (),
-        tuple(t.pair_key for t in tasks) if paired else None)
+        "ci" if "ci_low" in avg else "none", ("1", None) if paired else None)
 
 
 def _task_columns(run: Run) -> dict[str, Estimate]:
@@ -463,31 +417,33 @@ def _leaf_title(path: tuple[str, ...]) -> str:
     return " ".join(path)
 
 
-RUNTIME_CONFIG_KEYS = {"batch_size", "num_workers", "cache_dir", "device", "n_bootstrap"}
+GROUP_KEYS = ("categories", "tasks")
 
 
-def _data_identity(r: Any) -> str:
-    """Without query ids, runs pair only when their benchmark configs (minus runtime knobs
-    that cannot change the queries) and query counts are equal."""
-    cfg = {k: v for k, v in (r.extra.get("config") or {}).items()
-           if k not in RUNTIME_CONFIG_KEYS}
-    return json.dumps([cfg, r.metrics.get("n_queries")], sort_keys=True, default=str)
+def _ci_cell(r: Any, path: tuple[str, ...]) -> Cell | None:
+    """Where a metric's per-query values are, as a :data:`Cell`: ``("recall", "1")`` ->
+    ``("recall_at_1", <benchmark>)``; ``("categories", "dress", "recall", "10")`` ->
+    ``("recall_at_10", "dress")``; ``("average_recall_at_10",)`` -> ``("recall_at_10",
+    None)`` (the average row); ``None`` when the run stores no such values."""
+    if len(path) == 2:
+        key, group, block = "_at_".join(path), r.benchmark, r.metrics
+    elif len(path) == 4 and path[0] in GROUP_KEYS:
+        key, group, block = "_at_".join(path[2:]), path[1], r.metrics[path[0]][path[1]]
+    elif len(path) == 1 and path[0].startswith("average_"):
+        key, group = path[0][len("average_"):], None
+        blocks = [b for g in GROUP_KEYS for b in (r.metrics.get(g) or {}).values()]
+        has = len(blocks) > 1 and all(key in (b.get("per_query") or {}) for b in blocks)
+        return (key, group) if has else None
+    else:
+        return None
+    return (key, group) if key in (block.get("per_query") or {}) else None
 
 
 def _ci_columns(run: Run) -> dict[str, Estimate]:
     r = run.result
-    per_query = r.metrics.get("per_query") or {}
-    ids = r.metrics.get("query_ids")
-    data = tuple(ids) if ids is not None else _data_identity(r)
-    cols: dict[str, Estimate] = {}
-    for path, leaf in _ci_leaves(r.metrics)[:MAX_CI_COLUMNS]:
-        values = per_query.get("_at_".join(path)) if len(path) == 2 else None
-        units = (np.asarray(values, np.float64),) if values is not None else ()
-        key = (r.benchmark, path, data)
-        cols[_leaf_title(path)] = Estimate(
-            float(leaf["mean"]), float(leaf["ci_low"]), float(leaf["ci_high"]), "ci",
-            "query" if units else "", units, key if units else None)
-    return cols
+    return {_leaf_title(path): Estimate(float(leaf["mean"]), float(leaf["ci_low"]),
+                                        float(leaf["ci_high"]), "ci", _ci_cell(r, path))
+            for path, leaf in _ci_leaves(r.metrics)[:MAX_CI_COLUMNS]}
 
 
 def _ci_plots(runs: list[Run]) -> list[Plot]:
@@ -539,7 +495,7 @@ class ComparisonTable:
     """One benchmark's comparison: rows of cells ``(estimate text, comparison or None)``."""
 
     columns: list[str]
-    rows: list[tuple[Run, list[tuple[Estimate | None, Comparison | None]]]]
+    rows: list[tuple[Run, list[tuple[Estimate | None, ComparisonRow | None]]]]
     reference: Run
     methods: set[str] = field(default_factory=set)
 
@@ -563,11 +519,13 @@ def comparison_table(runs: list[Run], view: View, reference: str | None = None
     cols = {id(r): _columns(view, r) for r in runs}
     titles = list(dict.fromkeys(t for r in runs for t in cols[id(r)]))
     table = ComparisonTable(titles, [], ref)
+    pairing = _pairing(ref.result.benchmark)
     for run in runs:
-        cells: list[tuple[Estimate | None, Comparison | None]] = []
+        pair = PairComparisons(ref, run, pairing) if run is not ref else None
+        cells: list[tuple[Estimate | None, ComparisonRow | None]] = []
         for t in titles:
             est, base = cols[id(run)].get(t), cols[id(ref)].get(t)
-            comp = compare(base, est) if est and base and run is not ref else None
+            comp = pair.row(base, est) if pair and est and base else None
             if comp:
                 table.methods.add(comp.method)
             cells.append((est, comp))
