@@ -15,7 +15,7 @@ from typing import Any
 
 import torch.distributed as dist
 
-from condsim.cache.encode import encode_cached
+from condsim.cache.encode import encode_cached, query_namespace
 from condsim.cache.store import EmbeddingCache, item_keys
 from condsim.errors import DataError
 from condsim.io import atomic_save_npy
@@ -53,7 +53,7 @@ def encode_distributed(
     if rank != 0:
         return None
     merged = EmbeddingCache(cache_dir, model.meta)  # reload: sees every rank's shards
-    rows = merged.lookup(item_keys(images, conditions))
+    rows = merged.lookup(item_keys(images, conditions, namespace=query_namespace(model)))
     if (rows < 0).any():
         raise DataError(f"{int((rows < 0).sum())} embeddings missing after encoding")
     out = atomic_save_npy(out, merged.read(rows))

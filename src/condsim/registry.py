@@ -38,6 +38,7 @@ _BUILTIN_MODEL_MODULES = (
     "condsim.models.combiner",
     "condsim.models.condvit",
     "condsim.models.open_clip",
+    "condsim.models.textual_inversion",
 )
 #: the package whose modules register the built-in benchmarks: every module in it is
 #: imported once (a new benchmark is a new file there, nothing to list)

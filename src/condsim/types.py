@@ -35,17 +35,34 @@ class ModelMeta:
     #: Compute precision of the forward pass (``fp32``, or ``bf16``/``fp16`` autocast): reduced
     #: precision changes the embeddings, so it is part of the cache identity.
     precision: str = "fp32"
+    #: The embedding space this model *shares* with another model (that model's
+    #: :attr:`cache_base`), or ``""`` (its own). A model whose targets are exactly another
+    #: model's targets (a textual-inversion adapter over a CLIP) sets it, so that targets cached
+    #: by either are reused by both; its queries then need :attr:`query_namespace`.
+    cache_space: str = ""
+    #: Salt of this model's *query* cache keys (``""``: none, the keys of earlier condsim
+    #: versions): models sharing a space keep their queries apart by it (see
+    #: :func:`condsim.cache.store.item_keys`).
+    query_namespace: str = ""
+
+    @property
+    def cache_base(self) -> str:
+        """``name@revision#preprocessing``: the space this meta names, before precision."""
+        return f"{self.name}@{self.revision or 'none'}#{self.preprocessing_id}"
 
     @property
     def cache_id(self) -> str:
-        """Stable identifier of this model's embedding space (name + revision + preprocessing
-        [+ precision when not fp32])."""
-        base = f"{self.name}@{self.revision or 'none'}#{self.preprocessing_id}"
+        """Stable identifier of this model's embedding space (``cache_space``, or name +
+        revision + preprocessing; + precision when not fp32)."""
+        base = self.cache_space or self.cache_base
         return base if self.precision == "fp32" else f"{base}~{self.precision}"
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["conditions"] = list(self.conditions)
+        for key in ("cache_space", "query_namespace"):  # absent unless set (as before)
+            if not data[key]:
+                del data[key]
         return data
 
 

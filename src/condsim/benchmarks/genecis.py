@@ -29,6 +29,7 @@ from condsim.benchmarks.retrieval import (
     summarize_recalls,
 )
 from condsim.benchmarks.spec import BenchmarkSpec, Pairing, SharedOptions, option
+from condsim.cache.encode import pending_images
 from condsim.data.crops import CROP_MODES
 from condsim.data.genecis import (
     DUPLICATE_POLICIES,
@@ -130,7 +131,8 @@ def evaluate(model: Any, cfg: GenecisConfig, *, progress: ProgressFactory = no_p
     # image tower once per unique image (candidates and references together)
     composes = bool(getattr(model, "composes_from_targets", False))
     images = list(dict.fromkeys([*cand_refs, *(r for r, _ in query_pairs)]))
-    new_images = int((cache.lookup(ref_keys(images, digests)) < 0).sum())
+    new_images = pending_images(model, cache, ref_keys(images, digests),
+                                ref_keys([r for r, _ in query_pairs], digests))
     counts = EncodeCounts(
         per_query_loop=sum(1 + len(q.candidates) for qs in tasks.values() for q in qs),
         unique_items=len(images) if composes else len(cand_refs) + len(query_pairs),

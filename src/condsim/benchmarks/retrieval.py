@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from condsim.cache.encode import encode_cached
-from condsim.cache.store import KEY_DTYPE, EmbeddingCache
+from condsim.cache.encode import encode_cached, query_namespace
+from condsim.cache.store import KEY_DTYPE, EmbeddingCache, condition_salt
 from condsim.data.crops import ImageRef
 from condsim.errors import DataError
 from condsim.io import file_digest
@@ -37,16 +37,18 @@ class FileDigests:
 
 
 def ref_keys(
-    refs: Sequence[ImageRef], digests: FileDigests, conditions: Sequence[str] | None = None
+    refs: Sequence[ImageRef], digests: FileDigests, conditions: Sequence[str] | None = None,
+    *, namespace: str = "",
 ) -> np.ndarray:
-    """Cache keys: digest of (file content digest, crop mode + box, condition)."""
+    """Cache keys: digest of (file content digest, crop mode + box, [query namespace,]
+    condition); see :func:`~condsim.cache.store.condition_salt`."""
     keys = np.empty(len(refs), dtype=KEY_DTYPE)
     for i, ref in enumerate(refs):
         h = hashlib.blake2b(digests(ref.path).encode(), digest_size=16)
         if ref.bbox is not None:
             h.update(f"|{ref.crop_mode}|{ref.bbox}".encode())
         if conditions is not None:
-            h.update(b"\0" + conditions[i].encode())
+            h.update(condition_salt(conditions[i], namespace))
         keys[i] = h.hexdigest().encode()
     return keys
 
@@ -87,7 +89,7 @@ def encode_unique(
     """Embeddings of ``refs`` (queries when ``conditions`` is given), each encoded at most
     once and only when not cached. Returns ``(embeddings, errors, n_encoded_now)``; rows of
     undecodable items are NaN and listed in ``errors``."""
-    keys = ref_keys(refs, digests, conditions)
+    keys = ref_keys(refs, digests, conditions, namespace=query_namespace(model))
     before = cache.lookup(keys)
     target_keys = ref_keys(refs, digests) if conditions is not None else None
     rows, errors = encode_cached(

@@ -8,10 +8,24 @@ from typing import Any
 import numpy as np
 import torch
 
-from condsim.cache.store import EmbeddingCache, item_keys
+from condsim.cache.store import EmbeddingCache, derived_keys, item_keys
 from condsim.errors import EmbeddingError, InvalidArgumentError
-from condsim.models.base import encode_images
+from condsim.models.base import ComposeInputView, encode_images
 from condsim.types import as_float32_rows
+
+
+def query_namespace(model: Any) -> str:
+    """The salt of ``model``'s query keys (:attr:`~condsim.types.ModelMeta.query_namespace`,
+    ``""`` for models that share no cache space)."""
+    return str(getattr(getattr(model, "meta", None), "query_namespace", "") or "")
+
+
+def compose_input_tag(model: Any) -> str:
+    """``model``'s :attr:`~condsim.models.base.PixelEncoder.compose_input_tag` when it composes
+    queries from compose inputs, else ``""``."""
+    if not getattr(model, "composes_from_targets", False):
+        return ""
+    return str(getattr(model, "compose_input_tag", "") or "")
 
 
 def encode_cached(
@@ -41,6 +55,10 @@ def encode_cached(
     of many queries, goes through the image tower once. With explicit ``keys`` this needs
     the images' target keys too (``target_keys``); without them queries are encoded directly.
 
+    A model with a :attr:`~condsim.models.base.PixelEncoder.compose_input_tag` composes from
+    its cached compose inputs instead (keys derived from the target keys); its targets are
+    computed from the same image-tower pass, so each image still goes through it once.
+
     Bad arguments (``batch_size``/``chunk`` < 1, ``num_workers`` < 0, ``keys`` or
     ``conditions`` not one per image) raise :class:`~condsim.errors.InvalidArgumentError`
     before the cache is touched. Only rows the encoder produced are cached: an encoder that
@@ -50,7 +68,7 @@ def encode_cached(
     _check_args(len(images), conditions, batch_size, num_workers, chunk, keys, target_keys,
                 what)
     if keys is None:
-        keys = item_keys(images, conditions)
+        keys = item_keys(images, conditions, namespace=query_namespace(model))
         if conditions is not None:
             target_keys = item_keys(images)
     rows = cache.lookup(keys)
@@ -63,8 +81,16 @@ def encode_cached(
     compose = (conditions is not None and target_keys is not None
                and bool(getattr(model, "composes_from_targets", False)))
     errors: dict[int, str] = {}
+    via_inputs = conditions is None and bool(compose_input_tag(model))
     for start in range(0, missing.size, chunk):
         sel = missing[start:start + chunk]
+        if via_inputs:  # targets written from the compose inputs' image-tower pass
+            _, errs = _encode_compose_inputs(
+                model, cache, [images[i] for i in sel], keys[sel], batch_size=batch_size,
+                num_workers=num_workers, progress=progress, what=what)
+            for j, msg in errs.items():
+                errors[int(sel[j])] = msg
+            continue
         if compose and conditions is not None and target_keys is not None:
             ok, emb, errs = _compose_queries(
                 model, cache, [images[i] for i in sel], [conditions[i] for i in sel],
@@ -134,8 +160,12 @@ def _compose_queries(
     model: Any, cache: EmbeddingCache, images: list[Any], conditions: list[str],
     target_keys: np.ndarray, **encode: Any,
 ) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
-    """(ok mask, query embeddings of the ok items, errors) from cached target embeddings."""
-    t_rows, errors = encode_cached(model, cache, images, None, keys=target_keys, **encode)
+    """(ok mask, query embeddings of the ok items, errors) from cached target embeddings (or
+    compose inputs, see :func:`_encode_compose_inputs`)."""
+    if compose_input_tag(model):
+        t_rows, errors = _encode_compose_inputs(model, cache, images, target_keys, **encode)
+    else:
+        t_rows, errors = encode_cached(model, cache, images, None, keys=target_keys, **encode)
     ok = t_rows >= 0
     targets = torch.from_numpy(np.ascontiguousarray(cache.read(t_rows[ok])))
     picked = [c for c, good in zip(conditions, ok, strict=True) if good]
@@ -144,3 +174,39 @@ def _compose_queries(
     emb = as_float32_rows(model.compose_queries(targets, picked), len(picked),
                           cache.meta.embedding_dim, "queries (composed from target embeddings)")
     return ok, emb, errors
+
+
+def _encode_compose_inputs(
+    model: Any, cache: EmbeddingCache, images: list[Any], target_keys: np.ndarray, **encode: Any,
+) -> tuple[np.ndarray, dict[int, str]]:
+    """Cache rows of the compose inputs ``x`` of ``images`` (``-1``: undecodable), encoding
+    the missing ones (:class:`~condsim.models.base.ComposeInputView`), and the targets
+    ``t = model.target_from_compose_input(x)`` of those whose target key is not cached yet:
+    one image-tower pass gives both."""
+    in_keys = derived_keys(target_keys, compose_input_tag(model))
+    rows, errors = encode_cached(ComposeInputView(model), cache, images, None, keys=in_keys,
+                                 **encode)
+    need = np.flatnonzero((rows >= 0) & (cache.lookup(target_keys) < 0))
+    if need.size:
+        _, first = np.unique(target_keys[need], return_index=True)
+        need = need[np.sort(first)]
+        inputs = torch.from_numpy(np.ascontiguousarray(cache.read(rows[need])))
+        targets = as_float32_rows(model.target_from_compose_input(inputs), need.size,
+                                  cache.meta.embedding_dim, "targets (from compose inputs)")
+        cache.append(target_keys[need], targets, what=str(encode.get("what", "images")))
+    return rows, errors
+
+
+def pending_images(model: Any, cache: EmbeddingCache, image_keys: np.ndarray,
+                   reference_keys: np.ndarray) -> int:
+    """How many of the distinct images ``image_keys`` a run still has to encode when the
+    queries' reference images (``reference_keys``, among them) are composed from: those whose
+    target is not cached, plus (a model with compose inputs) the references whose compose
+    input is not cached."""
+    n = int((cache.lookup(image_keys) < 0).sum())
+    tag = compose_input_tag(model)
+    if tag and len(reference_keys):
+        refs = np.unique(reference_keys)
+        n += int(((cache.lookup(refs) >= 0)
+                  & (cache.lookup(derived_keys(refs, tag)) < 0)).sum())
+    return n

@@ -62,15 +62,37 @@ _CHECK_ALGO = "crc32"
 OK, MISMATCH, UNREADABLE, MISSING_CHECKSUM = "ok", "mismatch", "unreadable", "missing checksum"
 
 
-def item_keys(images: Sequence[bytes], conditions: Sequence[str] | None = None) -> np.ndarray:
-    """``S32`` keys: blake2b-128 hex digest of the image bytes (+ ``\\0`` + condition)."""
+def item_keys(images: Sequence[bytes], conditions: Sequence[str] | None = None, *,
+              namespace: str = "") -> np.ndarray:
+    """``S32`` keys: blake2b-128 hex digest of the image bytes (+ ``\\0`` + condition); a
+    query ``namespace`` (:attr:`~condsim.types.ModelMeta.query_namespace`) is hashed in
+    before the condition (``\\0`` + namespace + ``\\0`` + condition)."""
     keys = np.empty(len(images), dtype=KEY_DTYPE)
     for i, img in enumerate(images):
         h = hashlib.blake2b(img if img is not None else b"<null>", digest_size=16)
         if conditions is not None:
-            h.update(b"\0" + conditions[i].encode())
+            h.update(condition_salt(conditions[i], namespace))
         keys[i] = h.hexdigest().encode()
     return keys
+
+
+def condition_salt(condition: str, namespace: str = "") -> bytes:
+    """What a query key hashes after its image: ``\\0 + condition``, or
+    ``\\0 + namespace + \\0 + condition`` for a model with a query namespace."""
+    if namespace:
+        return b"\0" + namespace.encode() + b"\0" + condition.encode()
+    return b"\0" + condition.encode()
+
+
+def derived_keys(keys: np.ndarray, tag: str) -> np.ndarray:
+    """Keys of another quantity of the same items (``blake2b-128(key + \\1 + tag)``): e.g. the
+    un-normalised image features a textual-inversion adapter composes its queries from,
+    stored next to the targets under keys that can never equal an image or query key."""
+    out = np.empty(len(keys), dtype=KEY_DTYPE)
+    salt = b"\1" + tag.encode()
+    for i, k in enumerate(keys):
+        out[i] = hashlib.blake2b(bytes(k) + salt, digest_size=16).hexdigest().encode()
+    return out
 
 
 def file_checksum(path: Path) -> str:

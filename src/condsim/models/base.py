@@ -125,6 +125,22 @@ class PixelEncoder(ABC):
         of the query images and their conditions (only when :attr:`composes_from_targets`)."""
         raise NotImplementedError(f"{type(self).__name__} does not compose queries")
 
+    #: Non-empty when :meth:`compose_queries` takes the model's *compose inputs* rather than
+    #: its target embeddings: ``x = encode_compose_input_pixels(pixels)`` (e.g. the CLIP image
+    #: feature before normalisation, which textual-inversion mapping networks take), with the
+    #: target embedding a function of it, ``t = target_from_compose_input(x)``. The cache keeps
+    #: ``x`` next to the targets under keys derived from the image keys with this tag
+    #: (:func:`condsim.cache.store.derived_keys`) and writes both from one image-tower pass.
+    compose_input_tag: str = ""
+
+    def encode_compose_input_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Compose inputs ``(B, D)`` of preprocessed images (with :attr:`compose_input_tag`)."""
+        raise NotImplementedError(f"{type(self).__name__} has no compose inputs")
+
+    def target_from_compose_input(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Target embeddings ``(B, D)`` float32 on the CPU from compose inputs ``(B, D)``."""
+        raise NotImplementedError(f"{type(self).__name__} has no compose inputs")
+
     @abstractmethod
     def encode_image_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         """Target embeddings of preprocessed images ``(B, 3, H, W)`` -> ``(B, D)``."""
@@ -155,6 +171,27 @@ class PixelEncoder(ABC):
             return torch.zeros((0, self.meta.embedding_dim))
         pixels = self._pixels(images).to(self.device)
         return self.forward_pixels(pixels, list(conditions)).cpu()
+
+
+class ComposeInputView(PixelEncoder):
+    """``model`` seen as an encoder whose "targets" are its compose inputs
+    (:attr:`PixelEncoder.compose_input_tag`); shares its weights, device, precision and
+    cache space."""
+
+    def __init__(self, model: PixelEncoder) -> None:
+        self.model = model
+        self.meta = model.meta
+        self.preprocessor = model.preprocessor
+        self.device = model.device
+        self.precision = model.precision
+        self.channels_last = model.channels_last
+
+    def encode_image_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_compose_input_pixels(pixels)
+
+    def encode_query_pixels(self, pixels: torch.Tensor, conditions: Sequence[str]
+                            ) -> torch.Tensor:
+        raise NotImplementedError("a compose-input view encodes images only")
 
 
 def encode_texts_once(encode_texts: Callable[[Sequence[str]], torch.Tensor],

@@ -212,8 +212,12 @@ class HFClipEncoder(DualEncoder):
             "path": str(path), "architecture": type(self.model).__name__, "base_name": base,
             "text_padding": str(self.text_padding)})
 
+    def image_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Un-normalised image features ``f_img(x)`` (the projected pooled vision output)."""
+        return _features(self.model.get_image_features(pixel_values=pixels))
+
     def encode_image_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
-        return F.normalize(_features(self.model.get_image_features(pixel_values=pixels)), dim=-1)
+        return F.normalize(self.image_features(pixels), dim=-1)
 
     def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
         """Normalised text features of ``texts``."""

@@ -127,8 +127,12 @@ class OpenClipEncoder(DualEncoder):
             "preprocess_cfg": {k: (list(v) if isinstance(v, tuple) else v)
                                for k, v in dict(cfg).items()}})
 
+    def image_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Un-normalised image features ``f_img(x)`` (``model.encode_image``)."""
+        return self.model.encode_image(pixels)
+
     def encode_image_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.model.encode_image(pixels), dim=-1)
+        return F.normalize(self.image_features(pixels), dim=-1)
 
     def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
         tokens = self.tokenizer(list(texts)).to(self.device)
