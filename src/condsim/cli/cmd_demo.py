@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from condsim.cli.common import WORKERS_HELP, console
+from condsim.cli.common import WORKERS_HELP, check_out_dir, console
 
 
 def register(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typer) -> None:
@@ -28,6 +28,7 @@ def register(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typer) ->
         from condsim.demo import run_demo
         from condsim.progress import rich_progress
 
+        check_out_dir(out)
         start = time.perf_counter()
         with rich_progress() as progress:
             res = run_demo(out, size, seed=seed, workers=workers, progress=progress,

@@ -7,7 +7,15 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from condsim.cli.common import DEVICE_HELP, PRECISION_HELP, WORKERS_HELP, console, make_encoder
+from condsim.cli.common import (
+    DEVICE_HELP,
+    PRECISION_HELP,
+    WORKERS_HELP,
+    check_device,
+    check_out_dir,
+    console,
+    make_encoder,
+)
 
 
 def register(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typer) -> None:
@@ -31,6 +39,10 @@ def register(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typer) ->
         from condsim.suite import read_suite, run_suite
 
         runs = read_suite(suite)
+        check_out_dir(out)
+        if cache_dir is not None:
+            check_out_dir(cache_dir, "--cache-dir")
+        check_device(device)
         with rich_progress() as progress:
             rows = run_suite(model, runs, out, progress=progress,
                              make_model=lambda name: make_encoder(name, device, precision),

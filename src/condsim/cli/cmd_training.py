@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from condsim.cli.common import check_out_dir
 from condsim.errors import CondsimError
 from condsim.progress import rich_progress
 from condsim.training.launch import argv_from_context
@@ -180,6 +181,7 @@ def register_train(app: typer.Typer) -> None:
         from condsim.results.run_result import atomic_write_text
         from condsim.training.recipes import combiner_validator, slurm_script, train_combiner
 
+        check_out_dir(out)
         if _launched(ctx, out, submit, gpus_per_node, slurm_hours, partition):
             return
         if slurm_nodes:
@@ -233,6 +235,7 @@ def register_train(app: typer.Typer) -> None:
         from condsim.registry import create_model
         from condsim.training.recipes import condvit_validator, train_condvit
 
+        check_out_dir(out)
         if _launched(ctx, out, submit, gpus_per_node, slurm_hours, partition):
             return
         validate = None

@@ -1,7 +1,11 @@
-"""Shared CLI helpers: parsing lists, printing result tables."""
+"""Shared CLI helpers: parsing lists, checking outputs and devices, printing result tables."""
 
 from __future__ import annotations
 
+import os
+import re
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -52,7 +56,68 @@ def lrvsf_table(result: Any) -> Table:
     return table
 
 WORKERS_HELP = "Decode threads overlapped with the forward pass (0: decode inline)."
-DEVICE_HELP = "cpu | cuda | cuda:N (default: cuda when available)."
+DEVICE_HELP = "cpu | cuda | cuda:N | mps (default: cuda when available)."
+_DEVICE_RE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
+
+
+def check_out_dir(path: str | Path, what: str = "--out") -> Path:
+    """``path`` as an output folder that exists (created, with its parents) and is writable.
+
+    Called before any model is loaded or data is read, so a bad ``--out`` fails at once:
+    a path that is a file (or has a file among its parents), a parent that cannot be
+    written, or a read-only folder raise :class:`CondsimError` naming ``what`` and the path.
+    """
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise CondsimError(f"{what} {path}: is a file, not a folder; give a folder path "
+                           "(or move the file away)")
+    blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise CondsimError(f"{what} {path}: {blocker} is a file, not a folder; give another "
+                           "path")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CondsimError(f"{what} {path}: cannot create the folder ({exc.strerror or exc}); "
+                           "choose a folder you can write to") from exc
+    try:  # os.access misses read-only mounts and ACLs: try writing
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".condsim-write-check.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise CondsimError(f"{what} {path}: folder is not writable ({exc.strerror or exc}); "
+                           "choose a folder you can write to or fix its permissions") from exc
+    return path
+
+
+def check_device(device: str | None) -> str | None:
+    """``--device``: ``None`` (the default device), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``,
+    available on this machine; else :class:`CondsimError` saying what is available."""
+    if device is None or not device.strip():
+        return None
+    device = device.strip().lower()
+    if not _DEVICE_RE.match(device):
+        raise CondsimError(f"--device {device!r}: unknown device; use cpu, cuda, cuda:N or mps")
+    if device == "cpu":
+        return device
+    import torch
+
+    if device == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise CondsimError("--device mps: Apple MPS is not available on this machine "
+                               "(or this torch build); use --device cpu")
+        return device
+    if not torch.cuda.is_available():
+        build = "a CPU-only torch build" if torch.version.cuda is None else "no visible GPU"
+        raise CondsimError(f"--device {device}: CUDA is not available ({build}); use "
+                           "--device cpu, or install a CUDA build of torch on a GPU machine")
+    count = torch.cuda.device_count()
+    index = int(device.split(":")[1]) if ":" in device else 0
+    if index >= count:
+        raise CondsimError(f"--device {device}: this machine has {count} CUDA device(s) "
+                           f"(cuda:0..cuda:{count - 1})")
+    return device
 PRECISION_HELP = ("Forward precision: auto (bf16 autocast + channels-last on CUDA, fp32 on CPU) "
                   "| fp32 | bf16 | fp16 (CUDA). Part of the cache identity.")
 
@@ -60,12 +125,11 @@ PRECISION_HELP = ("Forward precision: auto (bf16 autocast + channels-last on CUD
 def make_encoder(model: str, device: str | None = None, precision: str = "auto") -> Any:
     """``create_model`` with the CLI's --device/--precision options. Under torchrun on a
     CUDA machine each rank defaults to its own GPU (``cuda:$LOCAL_RANK``)."""
-    import os
-
     import torch
 
     from condsim.registry import create_model
 
+    device = check_device(device)
     kwargs: dict[str, Any] = {"precision": precision}
     if not device and "LOCAL_RANK" in os.environ and torch.cuda.is_available():
         device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
