@@ -57,6 +57,7 @@ def register(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typer) ->
             files = sorted(p for p in images.iterdir() if p.is_file() and p.suffix.lower() in
                            (".jpg", ".jpeg", ".png"))
             data = [p.read_bytes() for p in files]
+            names = [str(p) for p in files]
             where = f"--images {images}"
         else:
             if not parquet.exists():
@@ -70,6 +71,7 @@ def register(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typer) ->
             except (pa.ArrowInvalid, OSError) as exc:
                 raise CondsimError(f"--parquet {parquet}: not readable parquet ({exc})") from exc
             data = binary_values(table.column(column), f"{parquet} column {column}")
+            names = [f"{parquet} row {i} column {column}" for i in range(len(data))]
             where = f"--parquet {parquet}"
         if not data:
             raise CondsimError(f"{where}: no images to encode (*.jpg, *.jpeg, *.png files or "
@@ -77,6 +79,6 @@ def register(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typer) ->
         maybe_init_distributed()
         path = encode_distributed(make_encoder(model, device, precision), data,
                                   cache_root, out,
-                                  batch_size=batch_size, num_workers=workers)
+                                  batch_size=batch_size, num_workers=workers, names=names)
         if path is not None:
             console.print(f"wrote {path} ({len(data)} embeddings)")
