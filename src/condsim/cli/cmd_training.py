@@ -63,6 +63,12 @@ def parse_command(
         )
     rows = [(r.parquet.stem, r.skipped_existing, r.stats["counts"]) for r in results]
     console.print(_counts_table(f"scene graphs -> {out}", rows))
+    skipped = results[0].stats.get("captions_file_skipped_lines") if results else None
+    if skipped:  # read-time skips are the file's, the same in every shard's stats
+        console.print(f"{captions}: skipped " + "; ".join(
+            f"{v['count']} line(s) with {k.replace('_', ' ')} (lines "
+            f"{', '.join(map(str, v['lines'][:10]))}{', ...' if v['count'] > 10 else ''})"
+            for k, v in skipped.items()) + f"; all listed in {results[0].stats_path.name}")
 
 
 def mine_command(
