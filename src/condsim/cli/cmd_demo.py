@@ -24,7 +24,7 @@ def register(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typer) ->
     ) -> None:
         """Synthetic benchmarks, baselines, two CondViTs (category / caption conditioning) and
         a CIRR-trained Combiner, trained on CPU, end to end, offline; prints the comparison and
-        writes runs/, summary.json."""
+        writes runs/, summary.json and the HTML report (report/report.html)."""
         from condsim.demo import run_demo
         from condsim.progress import rich_progress
 
@@ -62,3 +62,4 @@ def register(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typer) ->
                           f"{'[green]yes[/]' if ok else '[red]no[/]'}")
         console.print(f"demo finished in {time.perf_counter() - start:.0f} s; runs in "
                       f"{out / 'runs'}, summary in {out / 'summary.json'}")
+        console.print(f"report: {res['report']}", soft_wrap=True)
