@@ -38,11 +38,11 @@ def register(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typer) ->
         from condsim.progress import rich_progress
         from condsim.suite import read_suite, run_suite
 
-        runs = read_suite(suite)
         check_out_dir(out)
         if cache_dir is not None:
             check_out_dir(cache_dir, "--cache-dir")
         check_device(device)
+        runs = read_suite(suite)
         with rich_progress() as progress:
             rows = run_suite(model, runs, out, progress=progress,
                              make_model=lambda name: make_encoder(name, device, precision),

@@ -172,7 +172,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         app = build_app()
         result = app(args=args, prog_name="condsim", standalone_mode=False)
-    except typer.Exit as exc:
+    except typer.Exit as exc:  # typer turns Ctrl-C into Exit(130)
+        if exc.exit_code == EXIT_INTERRUPTED:
+            console.print("aborted (interrupted)")
         return int(exc.exit_code or 0)
     except (typer.Abort, KeyboardInterrupt):
         console.print("aborted")
@@ -190,6 +192,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
         return code
     if isinstance(result, int) and not isinstance(result, bool):
+        if result == EXIT_INTERRUPTED:  # typer returns Ctrl-C as exit code 130
+            console.print("aborted (interrupted)")
         return result
     return EXIT_OK
 
