@@ -208,7 +208,7 @@ def test_out_must_be_a_writable_folder(capsys, monkeypatch, tmp_path, a_file, lr
     def no_model(*_: object, **__: object) -> None:
         raise AssertionError("a model was loaded before --out was checked")
 
-    monkeypatch.setattr("condsim.registry.create_model", no_model)
+    monkeypatch.setattr("condsim.registry._create", no_model)  # a global: no stale copies
     suite = tmp_path / "s.yaml"
     suite.write_text("- benchmark: lrvsf\n  data_root: nowhere\n")
     (tmp_path / "imgs").mkdir()
@@ -228,6 +228,7 @@ def test_out_folder_not_writable(capsys, monkeypatch, tmp_path):
 
     real = common.tempfile.mkstemp
     ro = tmp_path / "ro"
+    ro.mkdir()
 
     def mkstemp(*args: object, dir: object = None, **kwargs: object) -> tuple[int, str]:
         if dir is not None and Path(str(dir)) == ro:
@@ -238,6 +239,9 @@ def test_out_folder_not_writable(capsys, monkeypatch, tmp_path):
     code, text = run(capsys, ["train", "condvit", "--train-root", "x", "--out", ro])
     assert code == 2 and f"--out {ro}: folder is not writable" in one_line(text), text
     assert_clean(text)
+    code, text = run(capsys, ["train", "condvit", "--train-root", "x", "--out", ro / "new"])
+    assert code == 2 and f"parent folder {ro} is not writable" in one_line(text), text
+    assert not (ro / "new").exists()
 
 
 @pytest.mark.parametrize("device, expect", [

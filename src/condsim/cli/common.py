@@ -61,7 +61,9 @@ _DEVICE_RE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
 
 
 def check_out_dir(path: str | Path, what: str = "--out") -> Path:
-    """``path`` as an output folder that exists (created, with its parents) and is writable.
+    """``path`` as an output folder: an existing writable folder, or one that can be created
+    (its nearest existing parent is a writable folder). Nothing is created here, so a command
+    failing later on another input leaves no empty folder behind.
 
     Called before any model is loaded or data is read, so a bad ``--out`` fails at once:
     a path that is a file (or has a file among its parents), a parent that cannot be
@@ -71,21 +73,19 @@ def check_out_dir(path: str | Path, what: str = "--out") -> Path:
     if path.exists() and not path.is_dir():
         raise CondsimError(f"{what} {path}: is a file, not a folder; give a folder path "
                            "(or move the file away)")
-    blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
-    if blocker is not None:
-        raise CondsimError(f"{what} {path}: {blocker} is a file, not a folder; give another "
+    existing = next((p for p in (path, *path.absolute().parents) if p.exists()), None)
+    if existing is None:  # pragma: no cover - the root always exists
+        raise CondsimError(f"{what} {path}: no existing parent folder")
+    if not existing.is_dir():
+        raise CondsimError(f"{what} {path}: {existing} is a file, not a folder; give another "
                            "path")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CondsimError(f"{what} {path}: cannot create the folder ({exc.strerror or exc}); "
-                           "choose a folder you can write to") from exc
     try:  # os.access misses read-only mounts and ACLs: try writing
-        fd, probe = tempfile.mkstemp(dir=path, prefix=".condsim-write-check.")
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".condsim-write-check.")
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        raise CondsimError(f"{what} {path}: folder is not writable ({exc.strerror or exc}); "
+        where = "folder" if existing == path else f"parent folder {existing}"
+        raise CondsimError(f"{what} {path}: {where} is not writable ({exc.strerror or exc}); "
                            "choose a folder you can write to or fix its permissions") from exc
     return path
 
