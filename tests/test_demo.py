@@ -30,3 +30,5 @@ def test_demo_tiny_conditional_model_beats_baselines(tmp_path):
         res = load_result(out / "runs" / run)
         assert res.seed == 0
     assert (out / "models" / "condvit" / "last" / "condvit_config.json").is_file()
+    html = (out / "report" / "report.html").read_text()
+    assert "condvit (trained)" in html and (out / "report" / "report.md").is_file()

@@ -13,6 +13,7 @@
 5. Writes every run's ``results.json`` (+ ``model_card.yaml`` for LRVS-F) and ``summary.json``
    stating whether each conditional model beats every baseline by more than the spread of
    the folds (mean - std > baseline mean + std on the headline recall), in its conditioning.
+6. Writes the HTML report of all runs (``condsim report OUT/runs``) to ``OUT/report/``.
 """
 
 from __future__ import annotations
@@ -67,7 +68,8 @@ def run_demo(
     out: str | Path, size: str = "small", *, seed: int = 0, workers: int = 2,
     progress: ProgressFactory = no_progress, train: bool = True,
 ) -> dict[str, Any]:
-    """Run the demo; returns ``{"lrvsf": {model: RunResult}, "genecis": {...}, "summary": {}}``."""
+    """Run the demo; returns ``{"lrvsf": {model: RunResult}, "genecis": {...}, "summary": {},
+    "report": <path of the HTML report>}``."""
     from condsim.synthetic.genecis import write_genecis
     from condsim.synthetic.lrvsf import write_lrvsf
 
@@ -141,8 +143,11 @@ def run_demo(
         summary["conditional_beats_baselines"][COMBINER] = all(
             low > cirr[b].headline["ci_high"] for b in BASELINES)
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+    from condsim.results.report import build_report
+
+    report = build_report([out / "runs"], out / "report" / "report.html")["html"]
     return {"lrvsf": lrvsf, "lrvsf_text": lrvsf_text, "cirr": cirr, "genecis": genecis,
-            "summary": summary}
+            "summary": summary, "report": report}
 
 
 #: the Combiner of the demo: trained on synthetic CIRR's train split (GeneCIS' "Combiner

@@ -32,10 +32,12 @@ def _rank_world() -> tuple[int, int]:
 def encode_distributed(
     model: Any, images: Sequence[bytes], cache_dir: str | Path, out: str | Path, *,
     conditions: Sequence[str] | None = None, batch_size: int = 64, num_workers: int = 0,
+    names: Sequence[str] | None = None,
 ) -> Path | None:
     """Encode ``images`` across all ranks; rank 0 writes ``out`` (``.npy``, float32
     ``(n, dim)``, rows in input order) and returns its path, other ranks return ``None``.
-    Undecodable images abort with a :class:`DataError` naming them."""
+    Undecodable images abort with a :class:`DataError` naming them (by ``names[i]``, e.g.
+    their file, when given, else by position)."""
     rank, world = _rank_world()
     n = len(images)
     start, stop = rank * n // world, (rank + 1) * n // world
@@ -45,9 +47,11 @@ def encode_distributed(
                               batch_size=batch_size, num_workers=num_workers,
                               what=f"rank {rank} shard")
     if errors:
-        first = next(iter(errors.items()))
-        raise DataError(f"rank {rank}: {len(errors)} images cannot be decoded; first: image "
-                        f"{start + first[0]}: {first[1]}")
+        bad = sorted(start + i for i in errors)
+        named = [names[i] if names is not None else f"image {i}" for i in bad]
+        raise DataError(f"rank {rank}: {len(errors)} image(s) cannot be decoded: "
+                        f"{', '.join(named[:5])}{' ...' if len(named) > 5 else ''}; first: "
+                        f"{errors[bad[0] - start]}; remove or replace them")
     if world > 1:
         dist.barrier()
     if rank != 0:

@@ -119,6 +119,30 @@ def atomic_write_bytes(path: str | Path, data: bytes | bytearray | memoryview) -
     return path
 
 
+def atomic_write_many(files: dict[str, tuple[str | Path, bytes]]) -> dict[str, Path]:
+    """Write every ``key -> (path, bytes)`` or none: each goes to a temporary sibling first
+    (so a full disk or a permission error leaves no new file behind and the old ones
+    untouched), then all are renamed into place in the given order (put the file whose
+    presence means "complete" last). Returns ``key -> path``."""
+    staged: list[tuple[str, Path, Path]] = []
+    try:
+        for key, (target, data) in files.items():
+            path = Path(target)
+            fd, tmp = _create_temp_file(path)
+            staged.append((key, path, tmp))
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+        for _, path, tmp in staged:
+            os.replace(tmp, path)
+    except BaseException:
+        for _, _, tmp in staged:
+            tmp.unlink(missing_ok=True)
+        raise
+    return {key: path for key, path, _ in staged}
+
+
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` to ``path`` as UTF-8, atomically; returns ``path``."""
     return atomic_write_bytes(path, text.encode("utf-8"))

@@ -147,8 +147,10 @@ def folds_digest(folds: np.ndarray) -> str:
 
 
 def _check_data_root(path: str) -> str | None:
+    """The layout check of the config (the fragments are checked when a run starts, and
+    reported by ``condsim data check``)."""
     try:
-        data.check_data_root(path)
+        data.check_data_root(path, fragments=False)
     except DataError as exc:
         return str(exc)
     return None
@@ -194,6 +196,7 @@ class _Run:
         cfg = self.cfg
         require_condition_kind(model, cfg.conditioning, "LRVS-F")
         cache = EmbeddingCache(cfg.cache_dir or default_cache_dir(), model.meta)
+        data.check_distractor_files(cfg.data_root, cfg.dist_img_col)  # before any encoding
         products = data.read_products(cfg.data_root, cfg.conditioning)
         n_products = len(products)
         folds, folds_source = load_folds(cfg.folds, n_products, cfg.seed)

@@ -62,22 +62,27 @@ _DEVICE_RE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
 
 
 def check_device(device: str | None) -> str | None:
-    """``None`` when ``device`` is usable here, else why not."""
-    if device is None:
+    """``None`` when ``device`` (cpu, cuda, cuda:N, mps) is usable on this machine, else why
+    not and what to use instead."""
+    if device is None or device == "cpu":
         return None
     if not _DEVICE_RE.match(device):
         return f"must be cpu, cuda, cuda:N or mps, got {device!r}"
     import torch
 
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            return f"{device!r} requested but this torch build/machine has no CUDA device"
-        index = int(device.split(":")[1]) if ":" in device else 0
-        if index >= torch.cuda.device_count():
-            return f"{device!r}: only {torch.cuda.device_count()} CUDA device(s)"
-    if device == "mps" and not (getattr(torch.backends, "mps", None)
-                                and torch.backends.mps.is_available()):
-        return "'mps' requested but MPS is not available on this machine"
+    if device == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            return "'mps' requested but Apple MPS is not available here; use cpu"
+        return None
+    if not torch.cuda.is_available():
+        build = "a CPU-only torch build" if torch.version.cuda is None else "no visible GPU"
+        return (f"{device!r} requested but CUDA is not available ({build}); use cpu, or "
+                "install a CUDA build of torch on a GPU machine")
+    count = torch.cuda.device_count()
+    index = int(device.split(":")[1]) if ":" in device else 0
+    if index >= count:
+        return f"{device!r}: this machine has {count} CUDA device(s) (cuda:0..cuda:{count - 1})"
     return None
 
 

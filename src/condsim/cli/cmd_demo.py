@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from condsim.cli.common import WORKERS_HELP, console
+from condsim.cli.common import WORKERS_HELP, check_out_dir, console
 
 
 def register(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typer) -> None:
@@ -24,10 +24,11 @@ def register(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typer) ->
     ) -> None:
         """Synthetic benchmarks, baselines, two CondViTs (category / caption conditioning) and
         a CIRR-trained Combiner, trained on CPU, end to end, offline; prints the comparison and
-        writes runs/, summary.json."""
+        writes runs/, summary.json and the HTML report (report/report.html)."""
         from condsim.demo import run_demo
         from condsim.progress import rich_progress
 
+        check_out_dir(out)
         start = time.perf_counter()
         with rich_progress() as progress:
             res = run_demo(out, size, seed=seed, workers=workers, progress=progress,
@@ -61,3 +62,4 @@ def register(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typer) ->
                           f"{'[green]yes[/]' if ok else '[red]no[/]'}")
         console.print(f"demo finished in {time.perf_counter() - start:.0f} s; runs in "
                       f"{out / 'runs'}, summary in {out / 'summary.json'}")
+        console.print(f"report: {res['report']}", soft_wrap=True)

@@ -6,7 +6,15 @@ from pathlib import Path
 
 import typer
 
-from condsim.cli.common import DEVICE_HELP, PRECISION_HELP, WORKERS_HELP, console, make_encoder
+from condsim.cli.common import (
+    DEVICE_HELP,
+    PRECISION_HELP,
+    WORKERS_HELP,
+    check_device,
+    check_out_dir,
+    console,
+    make_encoder,
+)
 
 
 def register(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typer) -> None:
@@ -25,6 +33,7 @@ def register(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typer) ->
         """Encode images as targets into OUT. Under `torchrun --nproc-per-node N -m
         condsim.cli encode ...` each rank encodes its shard into the cache and rank 0
         merges them in order."""
+        import pyarrow as pa
         import pyarrow.dataset as pds
 
         from condsim.data.lrvsf import binary_values
@@ -35,18 +44,41 @@ def register(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typer) ->
 
         if (images is None) == (parquet is None):
             raise CondsimError("give exactly one of --images or --parquet")
+        if out.is_dir():
+            raise CondsimError(f"--out {out}: is a folder; give the .npy file to write")
+        check_out_dir(out.parent, "--out")
+        cache_root = check_out_dir(cache_dir or default_cache_dir(), "--cache-dir")
+        check_device(device)
         if images is not None:
-            files = sorted(p for p in images.iterdir() if p.suffix.lower() in
+            if not images.is_dir():
+                raise CondsimError(f"--images {images}: "
+                                   + ("is a file; give the folder of images" if images.exists()
+                                      else "no such folder"))
+            files = sorted(p for p in images.iterdir() if p.is_file() and p.suffix.lower() in
                            (".jpg", ".jpeg", ".png"))
             data = [p.read_bytes() for p in files]
+            names = [str(p) for p in files]
+            where = f"--images {images}"
         else:
-            table = pds.dataset(str(parquet), format="parquet").to_table(columns=[column])
+            if not parquet.exists():
+                raise CondsimError(f"--parquet {parquet}: no such file or folder")
+            try:
+                dataset = pds.dataset(str(parquet), format="parquet")
+                if column not in dataset.schema.names:
+                    raise CondsimError(f"--parquet {parquet}: no column {column!r} (found "
+                                       f"{dataset.schema.names}); name it with --column")
+                table = dataset.to_table(columns=[column])
+            except (pa.ArrowInvalid, OSError) as exc:
+                raise CondsimError(f"--parquet {parquet}: not readable parquet ({exc})") from exc
             data = binary_values(table.column(column), f"{parquet} column {column}")
+            names = [f"{parquet} row {i} column {column}" for i in range(len(data))]
+            where = f"--parquet {parquet}"
         if not data:
-            raise CondsimError("no images to encode")
+            raise CondsimError(f"{where}: no images to encode (*.jpg, *.jpeg, *.png files or "
+                               "parquet rows)")
         maybe_init_distributed()
         path = encode_distributed(make_encoder(model, device, precision), data,
-                                  cache_dir or default_cache_dir(), out,
-                                  batch_size=batch_size, num_workers=workers)
+                                  cache_root, out,
+                                  batch_size=batch_size, num_workers=workers, names=names)
         if path is not None:
             console.print(f"wrote {path} ({len(data)} embeddings)")

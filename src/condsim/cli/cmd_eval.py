@@ -18,7 +18,7 @@ from typing import Any, Optional
 import typer
 from rich.table import Table
 
-from condsim.cli.common import console
+from condsim.cli.common import check_out_dir, console
 
 #: command-level options that are not config fields
 _OWN = ("model", "out")
@@ -87,23 +87,6 @@ def _config_values(spec: Any, given: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _check_out(out: Path) -> None:
-    """``--out`` must be a folder we can create/write, checked before any work."""
-    from condsim.errors import ConfigError
-
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out}: exists and is not a folder; give a folder path")
-    parent = out
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise ConfigError(f"--out {out}: {parent} is not a folder")
-    import os
-
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ConfigError(f"--out {out}: {parent} is not writable")
-
-
 def config_parameters(spec: Any, own: tuple[str, ...]) -> list[inspect.Parameter]:
     """One keyword parameter per config field of ``spec`` (benchmark fields first), for a
     command whose own options are ``own`` (a config field of the same name is refused)."""
@@ -143,7 +126,9 @@ def make_command(spec: Any) -> Any:
 
         model_name, out = given.pop("model"), Path(given.pop("out"))
         cfg = config_from_flags(spec, given, f"condsim eval {spec.name}")
-        _check_out(out)
+        check_out_dir(out)
+        if cfg.cache_dir:
+            check_out_dir(cfg.cache_dir, "--cache-dir")
         encoder = model_from(model_name, cfg)
         submitting = spec.submit is not None and getattr(cfg, "split", None) in \
             spec.submit_splits

@@ -8,7 +8,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from condsim.cli.common import console
+from condsim.cli.common import check_out_dir, console
 
 
 def register(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typer) -> None:
@@ -25,9 +25,16 @@ def register(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typer) ->
                                          help="Failure cases shown per run."),
     ) -> None:
         """Self-contained HTML report: recall-vs-distractors curves, per-task bars, comparison
-        tables with significance marks, failure gallery; PNG plots and report.md beside it."""
+        tables with significance marks, failure gallery; PNG plots and report.md beside it.
+        The folder of OUT may exist: the report's own files are replaced, others kept; a
+        failing report writes nothing."""
+        from condsim.errors import CondsimError
         from condsim.results.report import build_report
 
+        if out.is_dir():
+            raise CondsimError(f"--out {out}: is a folder; give the HTML file to write "
+                               f"(e.g. {out / 'report.html'})")
+        check_out_dir(out.parent, "--out")
         written = build_report(runs, out, reference=reference, max_failures=max_failures)
         n_plots = len(written) - 2
         console.print(f"wrote {written['html']} ({n_plots} plot PNGs and "

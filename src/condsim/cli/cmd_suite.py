@@ -7,7 +7,15 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from condsim.cli.common import DEVICE_HELP, PRECISION_HELP, WORKERS_HELP, console, make_encoder
+from condsim.cli.common import (
+    DEVICE_HELP,
+    PRECISION_HELP,
+    WORKERS_HELP,
+    check_device,
+    check_out_dir,
+    console,
+    make_encoder,
+)
 
 
 def register(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typer) -> None:
@@ -30,6 +38,10 @@ def register(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typer) ->
         from condsim.progress import rich_progress
         from condsim.suite import read_suite, run_suite
 
+        check_out_dir(out)
+        if cache_dir is not None:
+            check_out_dir(cache_dir, "--cache-dir")
+        check_device(device)
         runs = read_suite(suite)
         with rich_progress() as progress:
             rows = run_suite(model, runs, out, progress=progress,

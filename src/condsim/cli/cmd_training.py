@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from condsim.cli.common import check_out_dir
 from condsim.errors import CondsimError
 from condsim.progress import rich_progress
 from condsim.training.launch import argv_from_context
@@ -62,6 +63,12 @@ def parse_command(
         )
     rows = [(r.parquet.stem, r.skipped_existing, r.stats["counts"]) for r in results]
     console.print(_counts_table(f"scene graphs -> {out}", rows))
+    skipped = results[0].stats.get("captions_file_skipped_lines") if results else None
+    if skipped:  # read-time skips are the file's, the same in every shard's stats
+        console.print(f"{captions}: skipped " + "; ".join(
+            f"{v['count']} line(s) with {k.replace('_', ' ')} (lines "
+            f"{', '.join(map(str, v['lines'][:10]))}{', ...' if v['count'] > 10 else ''})"
+            for k, v in skipped.items()) + f"; all listed in {results[0].stats_path.name}")
 
 
 def mine_command(
@@ -180,6 +187,7 @@ def register_train(app: typer.Typer) -> None:
         from condsim.registry import create_model
         from condsim.training.recipes import combiner_validator, slurm_script, train_combiner
 
+        check_out_dir(out)
         if _launched(ctx, out, submit, gpus_per_node, slurm_hours, partition):
             return
         if slurm_nodes:
@@ -233,6 +241,7 @@ def register_train(app: typer.Typer) -> None:
         from condsim.registry import create_model
         from condsim.training.recipes import condvit_validator, train_condvit
 
+        check_out_dir(out)
         if _launched(ctx, out, submit, gpus_per_node, slurm_hours, partition):
             return
         validate = None

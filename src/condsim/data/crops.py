@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from condsim.errors import DataError
 
@@ -106,7 +106,7 @@ def box_overflow(bbox: tuple[float, float, float, float], size: tuple[int, int])
 
 def _open_native(path: str) -> Image.Image:
     """Decode ``path`` fully, keeping its mode (the official crop works in the file's mode)."""
-    from condsim.data.images import ImageDecodeError
+    from condsim.data.images import DECODE_ERRORS, ImageDecodeError, decode_failure
 
     try:
         img = Image.open(path)
@@ -114,8 +114,8 @@ def _open_native(path: str) -> Image.Image:
         return img
     except FileNotFoundError as exc:
         raise ImageDecodeError(f"{path}: file not found") from exc
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ImageDecodeError(f"{path}: cannot decode image ({exc})") from exc
+    except DECODE_ERRORS as exc:
+        raise decode_failure(path, exc) from exc
 
 
 @dataclass(frozen=True)

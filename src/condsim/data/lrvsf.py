@@ -67,7 +67,62 @@ def binary_values(column: pa.ChunkedArray | pa.Array, where: str) -> list[bytes 
     return column.to_pylist()
 
 
-def check_data_root(data_root: str | Path) -> Path:
+def _is_image_column_type(typ: pa.DataType) -> bool:
+    """Binary image bytes, or an HF ``struct{bytes, path}`` with binary ``bytes``."""
+    if pa.types.is_struct(typ):
+        i = typ.get_field_index("bytes")
+        return i >= 0 and _is_image_column_type(typ.field(i).type)
+    return pa.types.is_binary(typ) or pa.types.is_large_binary(typ) or \
+        pa.types.is_binary_view(typ)
+
+
+#: (path, size, mtime_ns) -> schema of the distractor files already checked in this process
+_CHECKED: dict[tuple[str, int, int], pa.Schema] = {}
+
+
+def check_distractor_files(data_root: str | Path, dist_img_col: str | None = None
+                           ) -> list[Path]:
+    """The distractor parquet files, each checked before anything is encoded: its footer
+    reads (a truncated file, a failed download or another format named ``.parquet`` is a
+    :class:`DataError` naming the file) and, with ``dist_img_col``, it has that column with
+    image bytes (binary or ``struct{bytes, path}``). Only footers are read (cached per file
+    size and modification time), no image."""
+    folder = Path(data_root) / "distractors"
+    files = sorted(p for p in folder.rglob("*.parquet") if p.is_file())
+    for path in files:
+        st = path.stat()
+        key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+        schema = _CHECKED.get(key)
+        if schema is None:
+            try:
+                schema = pq.ParquetFile(path).schema_arrow
+            except (pa.ArrowInvalid, OSError) as exc:
+                raise DataError(
+                    f"{path}: not a readable parquet file ({exc}); download it again (condsim "
+                    "download lrvsf-distractors keeps finished shards) or remove it"
+                ) from exc
+            _CHECKED[key] = schema
+        if dist_img_col is None:
+            continue
+        if dist_img_col not in schema.names:
+            raise DataError(
+                f"{path}: no column {dist_img_col!r} (found {schema.names}); pass the image "
+                "column name with --dist-img-col, or remove the file if it is not a distractor "
+                "shard"
+            )
+        typ = schema.field(dist_img_col).type
+        if not _is_image_column_type(typ):
+            raise DataError(
+                f"{path}: column {dist_img_col!r} has type {typ}; expected binary image bytes "
+                "or a struct{bytes, path}"
+            )
+    return files
+
+
+def check_data_root(data_root: str | Path, *, fragments: bool = True) -> Path:
+    """``data_root`` as an LRVS-F test set: ``products.parquet`` and ``distractors/`` exist and
+    (with ``fragments``) every distractor file is a readable parquet file
+    (:func:`check_distractor_files`)."""
     root = Path(data_root)
     if not root.is_dir():
         raise DataError(f"LRVS-F data root {root} does not exist or is not a directory")
@@ -78,6 +133,8 @@ def check_data_root(data_root: str | Path) -> Path:
         )
     if not (root / "distractors").is_dir():
         raise DataError(f"{root} has no distractors/ folder (expected distractors/*.parquet)")
+    if fragments:
+        check_distractor_files(root)
     return root
 
 
@@ -123,9 +180,10 @@ def read_products(data_root: str | Path, conditioning: str) -> Products:
 
 
 def distractor_dataset(data_root: str | Path, dist_img_col: str = "jpg") -> pds.Dataset:
-    """The ``distractors/*.parquet`` dataset, checked for files and the image column."""
+    """The ``distractors/*.parquet`` dataset; every file is checked first (footer, image
+    column, see :func:`check_distractor_files`)."""
     folder = check_data_root(data_root) / "distractors"
-    files = sorted(p for p in folder.rglob("*.parquet") if p.is_file())
+    files = check_distractor_files(data_root, dist_img_col)
     if not files:
         raise DataError(f"{folder} holds no .parquet files: the benchmark needs distractors")
     try:
@@ -151,7 +209,8 @@ def read_distractor_column(data_root: str | Path, column: str,
 
 
 def count_distractors(data_root: str | Path, dist_img_col: str = "jpg") -> int:
-    """Number of distractor rows, from parquet metadata (no image is read)."""
+    """Number of distractor rows, from parquet metadata (no image is read); checks every
+    distractor file first (:func:`check_distractor_files`), so call it before encoding."""
     return int(distractor_dataset(data_root, dist_img_col).count_rows())
 
 

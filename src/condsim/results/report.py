@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from condsim.errors import DataError, PairingError
-from condsim.io import atomic_write_bytes
+from condsim.io import atomic_write_many
 from condsim.metrics import significance as sig
 from condsim.metrics.significance import Comparison, ComparisonRow
 from condsim.results import failures as fail
@@ -722,17 +722,21 @@ def build_report(
     one entry per plot (``<plot name>`` -> PNG beside the HTML). ``reference`` picks the run
     each benchmark's others are compared with (substring of its label or folder);
     ``max_failures`` bounds the gallery per run.
+
+    The report goes into ``out_html``'s folder, which may exist and hold other files: the
+    report's own files (the HTML, ``report.md``, the PNGs) replace those of an earlier
+    report, nothing else is touched. Nothing is written until the whole report is built, and
+    then all files or none (:func:`_write_all`): a failing report leaves no partial output.
     """
+    out_html = Path(out_html)
+    if out_html.suffix.lower() not in (".html", ".htm"):
+        raise DataError(f"--out {out_html}: the report is an HTML file (give a .html name)")
     runs = load_runs(paths)
     if reference and not any(_matches(r, reference) for r in runs):
         raise DataError(f"--reference {reference!r} matches no run; runs: "
                         f"{', '.join(r.label for r in runs)}")
-    out_html = Path(out_html)
-    if out_html.suffix.lower() not in (".html", ".htm"):
-        raise DataError(f"--out {out_html}: the report is an HTML file (give a .html name)")
     out_dir = out_html.parent
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written: dict[str, Path] = {}
+    files: dict[str, tuple[Path, bytes]] = {}  # written only once the whole report is built
     thumbs = Thumbnails(thumb_size)
     body, nav, md_sections = [], [], []
     # one section per benchmark and protocol variant (e.g. LRVS-F with category conditions
@@ -763,7 +767,7 @@ def build_report(
         figures, pngs = [], []
         for plot in plots:
             png = render_png(plot)
-            written[plot.name] = atomic_write_bytes(out_dir / f"{plot.name}.png", png)
+            files[plot.name] = (out_dir / f"{plot.name}.png", png)
             pngs.append(f"{plot.name}.png")
             figures.append(f'<figure class="plot"><img src="{_png_uri(png)}" '
                            f'alt="{_esc(plot.title)}"><figcaption>{_esc(plot.title)} '
@@ -794,9 +798,9 @@ def build_report(
         version=_esc(__version__), n_runs=len(runs), nav=" · ".join(nav),
         summary_head="".join(f"<th>{_esc(h)}</th>" for h in DISPLAY_HEADERS),
         summary_rows=summary, sections="".join(body))
-    written["html"] = atomic_write_bytes(out_html, page.encode("utf-8"))
-    written["markdown"] = atomic_write_bytes(out_dir / "report.md",
-                                       _markdown(md_sections, runs).encode("utf-8"))
+    files["markdown"] = (out_dir / "report.md", _markdown(md_sections, runs).encode("utf-8"))
+    files["html"] = (out_html, page.encode("utf-8"))  # last: its presence means "complete"
+    written = atomic_write_many(files)
     if thumbs.missing:
         logger.warning("failure gallery: %d image(s) could not be loaded", thumbs.missing)
     logger.info("report: %s (%d runs, %d plots)", out_html, len(runs),

@@ -52,18 +52,46 @@ class RunResult:
         return atomic_write_json(path, self.to_dict())
 
 
+#: required fields of a results.json and their JSON types
+_REQUIRED: dict[str, type | tuple[type, ...]] = {
+    "benchmark": str, "model": dict, "protocol": dict, "seed": int, "headline": dict,
+    "metrics": dict,
+}
+
+
 def load_result(path: str | Path) -> RunResult:
-    """Read a ``results.json`` (or a run directory holding one), checking its schema."""
+    """Read a ``results.json`` (or a run directory holding one), checking its schema.
+
+    :class:`DataError` naming the file when it is missing, not UTF-8, not valid JSON
+    (truncated: line and column), not a JSON object, of another schema, or lacks a field
+    (``metrics``, ...) or has one of the wrong type.
+    """
+    from condsim.data.jsonio import read_utf8
+
     p = Path(path)
     if p.is_dir():
         p = p / "results.json"
+    if not p.exists():
+        raise DataError(f"{p}: no such results file")
+    text = read_utf8(p, "results file")
     try:
-        data = json.loads(p.read_text())
-    except FileNotFoundError as exc:
-        raise DataError(f"{p}: no such results file") from exc
+        data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise DataError(f"{p}: not valid JSON ({exc})") from exc
+        raise DataError(f"{p}: not valid JSON (line {exc.lineno} column {exc.colno}: "
+                        f"{exc.msg}); rerun the evaluation to rewrite it") from exc
+    if not isinstance(data, dict):
+        raise DataError(f"{p}: expected a JSON object (a condsim results file), found a "
+                        f"{type(data).__name__}")
     if data.get("schema") != SCHEMA_VERSION:
         raise DataError(f"{p}: schema {data.get('schema')!r}, expected {SCHEMA_VERSION!r}")
+    missing = [k for k in _REQUIRED if k not in data]
+    if missing:
+        raise DataError(f"{p}: not a complete results file: no {', '.join(missing)}; rerun "
+                        "the evaluation to rewrite it")
+    wrong = [f"{k} is a {type(data[k]).__name__}" for k, t in _REQUIRED.items()
+             if not isinstance(data[k], t) or (t is int and isinstance(data[k], bool))]
+    if wrong:
+        raise DataError(f"{p}: malformed results file ({'; '.join(wrong)}); rerun the "
+                        "evaluation to rewrite it")
     known = set(RunResult.__dataclass_fields__)
     return RunResult(**{k: v for k, v in data.items() if k in known})

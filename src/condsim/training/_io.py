@@ -26,6 +26,14 @@ from condsim.io import atomic_path
 _SHARD_RE = re.compile(r"^(?P<prefix>[a-z]+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.parquet$")
 
 
+def shard_stats_path(parquet: Path) -> Path:
+    """The stats sidecar of a shard: ``_<stem>.json`` beside it (parquet readers skip files
+    starting with ``_``), or the ``<stem>.json`` of older runs when only that one exists."""
+    current = parquet.with_name(f"_{parquet.stem}.json")
+    legacy = parquet.with_suffix(".json")
+    return legacy if legacy.exists() and not current.exists() else current
+
+
 def shard_stem(prefix: str, index: int, count: int) -> str:
     """``<prefix>-<index:05d>-of-<count:05d>`` (the shard's file name without suffix)."""
     return f"{prefix}-{index:05d}-of-{count:05d}"
@@ -91,7 +99,7 @@ def find_shards(directory: Path, prefix: str) -> tuple[int, dict[int, Path]]:
         if m is None or m["prefix"] != prefix:
             continue
         counts.add(int(m["count"]))
-        if path.with_suffix(".json").exists():
+        if shard_stats_path(path).exists():
             found[int(m["index"])] = path
     if not counts:
         raise DataError(f"{directory}: no {prefix}-*-of-*.parquet shards found")

@@ -3,7 +3,9 @@
 Formats:
 
 - ``.tsv`` (CC3M ``Train_GCC-training.tsv``): ``caption<TAB>url`` per line, no header, no
-  quoting. Lines with another number of fields are skipped and counted as ``malformed``.
+  quoting. Lines with another number of fields, lines that are not UTF-8 and lines with
+  control characters are skipped and counted with their line numbers
+  (:attr:`CaptionTable.skipped_lines`); blank lines are ignored.
 - ``.parquet``: columns ``caption`` and ``image`` (a path or URL); other columns ignored.
 
 ``caption_id`` is the caption's 0-based row number among the rows read.
@@ -14,12 +16,12 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from condsim.errors import DataError
@@ -29,7 +31,11 @@ logger = logging.getLogger(__name__)
 SKIP_REASONS = ("empty", "too_long", "non_english")
 DEFAULT_MAX_CAPTION_CHARS = 1000
 
-_TSV_BLOCK_BYTES = 64 << 20
+#: why a line of a TSV captions file is skipped at read time
+BAD_LINE_REASONS = ("wrong_field_count", "invalid_utf8", "control_characters")
+#: line numbers recorded per reason (the counts are exact)
+MAX_BAD_LINES_LISTED = 100
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
 def _wordset(words: str) -> frozenset[str]:
@@ -65,7 +71,10 @@ class CaptionTable:
 
     path: Path
     table: pa.Table
+    #: lines skipped at read time (all reasons)
     malformed_rows: int
+    #: reason -> ``{"count": n, "lines": [first 1-based line numbers]}`` of the skipped lines
+    skipped_lines: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def num_rows(self) -> int:
@@ -90,39 +99,55 @@ def read_captions(path: str | Path) -> CaptionTable:
 
 
 def _read_tsv(path: Path) -> CaptionTable:
-    malformed = 0
+    """Read ``caption<TAB>url`` lines; bad lines are skipped and counted by reason with their
+    1-based line numbers (see :data:`BAD_LINE_REASONS`); blank lines are ignored."""
+    captions: list[str] = []
+    images: list[str] = []
+    bad: dict[str, list[int]] = {r: [] for r in BAD_LINE_REASONS}
+    counts = dict.fromkeys(BAD_LINE_REASONS, 0)
 
-    def on_invalid(row: pacsv.InvalidRow) -> str:
-        nonlocal malformed
-        malformed += 1
-        if malformed <= 5:
-            logger.warning("%s: line with %d field(s) instead of 2 skipped: %.80r",
-                           path, row.actual_columns, row.text)
-        return "skip"
+    def skip(reason: str, lineno: int) -> None:
+        counts[reason] += 1
+        if len(bad[reason]) < MAX_BAD_LINES_LISTED:
+            bad[reason].append(lineno)
 
     try:
-        table = pacsv.read_csv(
-            path,
-            read_options=pacsv.ReadOptions(
-                column_names=["caption", "image"], block_size=_TSV_BLOCK_BYTES
-            ),
-            parse_options=pacsv.ParseOptions(
-                delimiter="\t", quote_char=False, escape_char=False,
-                invalid_row_handler=on_invalid,
-            ),
-            convert_options=pacsv.ConvertOptions(
-                column_types={"caption": pa.string(), "image": pa.string()},
-                strings_can_be_null=False, quoted_strings_can_be_null=False,
-            ),
-        )
-    except pa.ArrowInvalid as exc:
+        with open(path, "rb") as fh:
+            for lineno, raw in enumerate(fh, 1):
+                line = raw.rstrip(b"\r\n")
+                if not line:
+                    continue
+                parts = line.split(b"\t")
+                if len(parts) != 2:
+                    skip("wrong_field_count", lineno)
+                    continue
+                try:
+                    caption, image = parts[0].decode("utf-8"), parts[1].decode("utf-8")
+                except UnicodeDecodeError:
+                    skip("invalid_utf8", lineno)
+                    continue
+                if _CONTROL_RE.search(caption) or _CONTROL_RE.search(image):
+                    skip("control_characters", lineno)
+                    continue
+                captions.append(caption)
+                images.append(image)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read the captions file ({exc.strerror or exc})") from exc
+    total = sum(counts.values())
+    for reason, n in counts.items():
+        if n:
+            logger.warning("%s: skipped %d line(s) with %s (lines %s%s)", path, n,
+                           reason.replace("_", " "), ", ".join(map(str, bad[reason][:10])),
+                           ", ..." if n > 10 else "")
+    if not captions and total:
         raise DataError(
-            f"{path}: cannot read as CC3M TSV (caption<TAB>url, UTF-8, no header, lines "
-            f"under {_TSV_BLOCK_BYTES >> 20} MiB): {exc}"
-        ) from exc
-    if malformed:
-        logger.warning("%s: skipped %d malformed line(s)", path, malformed)
-    return CaptionTable(path, table, malformed)
+            f"{path}: no readable caption line ({total} bad: "
+            + ", ".join(f"{n} {r.replace('_', ' ')}" for r, n in counts.items() if n)
+            + "); the file must be CC3M TSV: caption<TAB>url per line, UTF-8, no header")
+    table = pa.table({"caption": pa.array(captions, pa.string()),
+                      "image": pa.array(images, pa.string())})
+    skipped = {r: {"count": counts[r], "lines": bad[r]} for r in BAD_LINE_REASONS if counts[r]}
+    return CaptionTable(path, table, total, skipped)
 
 
 def _read_parquet(path: Path) -> CaptionTable:

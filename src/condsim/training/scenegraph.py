@@ -7,12 +7,17 @@ one output row ``(subject, relation, object)``. Lemmas and ``amod`` attributes a
 
 Output, per shard ``graphs-<i>-of-<N>`` in the output directory:
 
-- ``.parquet``: one row per (caption, relation), columns :data:`GRAPH_SCHEMA`;
-- ``.json``: the shard's counts (captions, skipped empty / too long / non-English,
-  parse errors, captions without relations, relations), caption range and parser versions.
+- ``graphs-<i>-of-<N>.parquet``: one row per (caption, relation), columns
+  :data:`GRAPH_SCHEMA`;
+- ``_graphs-<i>-of-<N>.json``: the shard's counts (captions, skipped empty / too long /
+  non-English, parse errors, captions without relations, relations), the captions file's
+  skipped lines (reason, count, line numbers), caption range and parser versions. The
+  leading underscore makes parquet readers skip it: ``pyarrow.dataset.dataset(out_dir)`` and
+  ``pandas.read_parquet(out_dir)`` read the shards only. (Older runs wrote
+  ``graphs-<i>-of-<N>.json``; those are still read.)
 
 Shards are contiguous ranges of the captions file, so concatenating them in order gives the
-same rows for any shard count. A finished shard (its ``.json`` exists) is skipped on rerun.
+same rows for any shard count. A finished shard (its stats file exists) is skipped on rerun.
 spaCy's NER is disabled: ``sng_parser`` does not use it (the graphs are identical) and the
 parse runs ~2x faster; captions go through ``nlp.pipe`` in batches.
 """
@@ -39,6 +44,7 @@ from condsim.training._io import (
     check_shard_args,
     read_json,
     shard_range,
+    shard_stats_path,
     shard_stem,
     utc_now,
 )
@@ -274,9 +280,10 @@ class ParseShardResult:
 
 
 def graph_shard_paths(out_dir: str | Path, shard_index: int, num_shards: int) -> tuple[Path, Path]:
-    """``(parquet, json)`` paths of a graphs shard."""
-    stem = Path(out_dir) / shard_stem(GRAPHS_PREFIX, shard_index, num_shards)
-    return stem.with_suffix(".parquet"), stem.with_suffix(".json")
+    """``(parquet, stats json)`` paths of a graphs shard (the stats of an older run, named
+    without the leading underscore, when only that one exists)."""
+    parquet = Path(out_dir) / (shard_stem(GRAPHS_PREFIX, shard_index, num_shards) + ".parquet")
+    return parquet, shard_stats_path(parquet)
 
 
 def parse_shard(
@@ -342,6 +349,7 @@ def parse_shard(
         "captions_file": str(captions.path),
         "captions_file_rows": captions.num_rows,
         "captions_file_malformed_rows": captions.malformed_rows,
+        "captions_file_skipped_lines": captions.skipped_lines,
         "caption_range": [start, end],
         "counts": {
             "captions": end - start,
