@@ -202,6 +202,11 @@ def encode_split(model: Any, cache: EmbeddingCache, split: CIRSplit, cfg: Any,
     budget.add(split.label, sorted({_name(gallery[j], j) for j in missing}),
                sorted({_name(gallery[j], j) for j in bad_gallery}))
     unusable = missing | bad_gallery
+    # query image files that are not gallery items (e.g. image-only queries) count too
+    counted = {_name(gallery[j], j) for j in missing}
+    budget.add(f"{split.label} queries", sorted(
+        {q.path for q in split.queries if isinstance(q, ImageRef)
+         and not Path(q.path).is_file()} - counted), [])
     keep = [i for i in range(len(split.queries))
             if not unusable.intersection(split.relevant[i])
             and not (split.needs and unusable.intersection(split.needs[i]))
