@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from condsim.synthetic._io import atomic_write_bytes, atomic_write_parquet, atomic_write_text
+from condsim.io import atomic_write_bytes, atomic_write_parquet, atomic_write_text
 from condsim.synthetic.world import BASIC_SHAPES, COLOURS, ObjectSpec, jpeg_bytes, render_alone
 
 TASK = "synth_task7"
