@@ -12,6 +12,7 @@ Every writer is deterministic for its ``seed`` (same arguments => byte-identical
 writes each file atomically.
 """
 
+from condsim.synthetic.any2any import write_any2any
 from condsim.synthetic.captions import write_captions
 from condsim.synthetic.circo import write_circo
 from condsim.synthetic.cirr import write_cirr
@@ -28,6 +29,7 @@ __all__ = [
     "category_region",
     "render_alone",
     "render_scene",
+    "write_any2any",
     "write_captions",
     "write_circo",
     "write_cirr",
