@@ -124,7 +124,7 @@ def test_usage_error_on_every_command(capsys, command):
 @pytest.mark.parametrize("argv, expect", [
     (["eval", "cirr", "--bogus"], "No such option: --bogus"),
     (["benchmark"], "No such command 'benchmark'"),
-    (["eval", "nosuch"], "No such command 'nosuch'. Commands: circo, cirr"),
+    (["eval", "nosuch"], "No such command 'nosuch'. Commands: any2any, circo, cirr"),
     (["eval", "cirrr"], "Did you mean 'cirr'"),
     (["evl", "cirr"], "Did you mean 'eval'"),
     (["models", "--devise", "cpu"], "Possible options: --device"),

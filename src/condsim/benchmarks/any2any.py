@@ -625,6 +625,48 @@ def _chance(result: RunResult) -> float:
     return float(np.mean(values))
 
 
+def _check(cfg: Any2AnyConfig, progress: ProgressFactory = no_progress) -> Any:
+    """``condsim data check any2any``: the layout and files as the reader sees them (columns,
+    ids, qrels, modalities), the counts found (any2any sets have no official counts), and
+    every query and candidate image decoded."""
+    from condsim.benchmarks.datacheck import (
+        DataReport,
+        ImageItem,
+        add_image_issues,
+        check_images,
+        read_or_report,
+    )
+    from condsim.data.crops import ImageRef
+
+    report = DataReport("any2any", cfg.to_dict())
+    source = "the dataset's own distribution (MTEB / HF hub repo, or M-BEIR)"
+    read = read_or_report(report, str(cfg.root), source, lambda: read_split(cfg))
+    if read is None:
+        return report
+    split, info = read
+    report.count("queries with a relevant candidate", len(split.queries), None,
+                 f"not verified: {info.get('layout', '?')} layout, no official count")
+    report.count("candidates", len(split.gallery), None, "not verified: no official count")
+    if info.get("no_relevant"):
+        report.notes.append(f"{info['no_relevant']} queries have no relevant candidate "
+                            "(qrels score > 0) and would be skipped")
+
+    def item(x: Any, where: str) -> ImageItem:
+        if isinstance(x, ImageRef):
+            return ImageItem(x.path, path=x.path)
+        return ImageItem(where, data=x)
+
+    items = [item(x, f"candidate {j}") for j, x in enumerate(split.gallery)]
+    items += [item(x, f"query {split.query_ids[i]}") for i, x in enumerate(split.queries)]
+    seen: dict[str, ImageItem] = {it.where: it for it in items}
+    result = check_images(list(seen.values()), total=len(seen), progress=progress,
+                          threads=cfg.num_workers, what="any2any images")
+    add_image_issues(report, result, source=source, max_bad=cfg.max_missing,
+                     skip_note="{n} image(s) missing or undecodable, within --max-missing: "
+                     "their queries would be skipped")
+    return report
+
+
 SPEC = register_benchmark(BenchmarkSpec(
     name="any2any",
     description="Any composed-retrieval set in the MTEB parquet or M-BEIR JSONL layout: "
@@ -633,5 +675,5 @@ SPEC = register_benchmark(BenchmarkSpec(
     reference="https://github.com/embeddings-benchmark/mteb",
     dataset_type="any2any", dataset_name="any2any (MTEB / M-BEIR layout)",
     config=Any2AnyConfig, evaluate=evaluate, synthetic=_synthetic,
-    pairing=Pairing("queries", "nDCG@10", "ndcg_at_10"), chance=_chance,
+    pairing=Pairing("queries", "nDCG@10", "ndcg_at_10"), chance=_chance, check=_check,
 ))
