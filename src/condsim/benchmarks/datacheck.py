@@ -146,6 +146,9 @@ class DataReport:
             return "complete but not the published size: the counts differ from the official ones"
         if any(c.status == "differs" for c in self.counts):
             return "complete (counts differ from the official ones; --expect any)"
+        if not any(c.expected is not None for c in self.counts):
+            return "complete: every file and image present and decodable (no published " \
+                "counts to compare)"
         return "complete: every file and image present and decodable, official counts met"
 
     def to_dict(self, expect: str = "published") -> dict[str, Any]:
