@@ -168,7 +168,8 @@ def _without(metrics: dict) -> str:
                       sort_keys=True)
 
 
-@pytest.mark.parametrize("name", ["cirr", "circo", "fashioniq", "mitstates", "genecis"])
+@pytest.mark.parametrize("name", ["cirr", "circo", "fashioniq", "mitstates", "genecis",
+                                  "lrvsf"])
 def test_condition_test_leaves_main_metrics_identical(name, tmp_path):
     spec = get_benchmark(name)
     fields = spec.synthetic(tmp_path / "data", 0)
@@ -179,7 +180,9 @@ def test_condition_test_leaves_main_metrics_identical(name, tmp_path):
     assert _without(tested.metrics) == _without(plain.metrics)
     assert tested.headline == plain.headline
     rel = tested.metrics["condition_reliance"]
-    assert rel["original"]["mean"] == pytest.approx(plain.headline["mean"])
+    headline = plain.headline.get("mean", plain.headline.get("value"))
+    assert rel["original"]["mean"] == pytest.approx(headline)
+    assert rel["unit"] == ("fold" if name == "lrvsf" else "query")
     assert set(rel) >= {"shuffled", "empty", "seed", "method", "original", "metric"}
 
 

@@ -507,7 +507,8 @@ def condition_runs_split(model: Any, cache: EmbeddingCache, encoded: EncodedSpli
 
 
 def reliance_metrics(runs: dict[str, ConditionRuns], cfg: Any, *, metric: str,
-                     unit: str = "query") -> dict[str, Any]:
+                     unit: str = "query", skipped: dict[str, str] | None = None,
+                     top1: str = "") -> dict[str, Any]:
     """``metrics["condition_reliance"]`` (schema :data:`RELIANCE_SCHEMA`) from each group's
     :class:`ConditionRuns` (one group ``""`` without groups).
 
@@ -517,7 +518,8 @@ def reliance_metrics(runs: dict[str, ConditionRuns], cfg: Any, *, metric: str,
     :func:`condsim.metrics.significance.stratified_paired_bootstrap`, groups resampled apart,
     seed ``cfg.seed + RELIANCE_BOOT_OFFSET[p]``) or paired folds (``unit="fold"``:
     ``mean(d) ± 1.96 sd(d)``, :func:`~condsim.metrics.significance.paired_folds`).
-    ``top1_changed`` is the share of all queries whose best candidate differs.
+    ``top1_changed`` is the share of all queries whose best candidate differs. A perturbation
+    named in ``skipped`` is reported as ``{"skipped": reason}``.
     """
     from condsim.metrics.significance import paired_folds, stratified_paired_bootstrap
 
@@ -527,6 +529,9 @@ def reliance_metrics(runs: dict[str, ConditionRuns], cfg: Any, *, metric: str,
         "original": {"mean": float(np.mean([r.original.mean() for r in runs.values()]))},
     }
     for kind in PERTURBATIONS:
+        if skipped and kind in skipped:
+            out[kind] = {"skipped": skipped[kind]}
+            continue
         pairs = {g or "all": (r.perturbed[kind], r.original) for g, r in runs.items()}
         if unit == "fold":
             (g, (a, b)), = pairs.items()
@@ -561,6 +566,7 @@ def reliance_metrics(runs: dict[str, ConditionRuns], cfg: Any, *, metric: str,
         f"paired bootstrap over queries ({cfg.n_bootstrap} resamples, seed = seed + "
         f"{RELIANCE_BOOT_OFFSET['shuffled']} shuffled / {RELIANCE_BOOT_OFFSET['empty']} "
         "empty" + (", stratified by group" if len(runs) > 1 else "") + ")",
-        "top1": "share of queries whose best candidate (ties: lower index) changes",
+        "top1": top1 or "share of queries whose best candidate (ties: lower index) changes",
+
     }
     return out
