@@ -200,7 +200,10 @@ def test_cli_end_to_end(cirr_root, tmp_path, capsys):
     assert res.extra["config"]["condition_test"] is True
     capsys.readouterr()
     assert main(["report", str(tmp_path / "a"), str(tmp_path / "b"), "--out",
-                 str(tmp_path / "r")]) == 0
-    text = capsys.readouterr().out + "".join(
-        p.read_text() for p in (tmp_path / "r").rglob("*.md"))
-    assert "does it read the condition?" in text
+                 str(tmp_path / "r" / "report.html")]) == 0
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "Does it read the condition?" in md
+    assert "Does it read the condition?" in (tmp_path / "r" / "report.html").read_text()
+    panel = md.split("Does it read the condition?")[1]
+    line = next(x for x in panel.splitlines() if x.startswith("| combine:image-only"))
+    assert "+0.00 [+0.00, +0.00]" in line and "0.0 / 0.0" in line
