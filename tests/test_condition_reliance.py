@@ -195,7 +195,10 @@ def test_cli_end_to_end(cirr_root, tmp_path, capsys):
                  "--out", str(tmp_path / "a"), "--condition-test", *common]) == 0
     assert main(["eval", "cirr", "--model", "test/tiny-clip", "--out", str(tmp_path / "b"),
                  "--condition-test", *common]) == 0
+    assert "condition test, shuffled conditions: drop +0.00" in capsys.readouterr().out
     res = load_result(tmp_path / "a")
+    card = (tmp_path / "a" / "model_card.yaml").read_text()
+    assert "condition_reliance" not in card and "drop" not in card
     assert res.metrics["condition_reliance"]["shuffled"]["drop"]["mean"] == 0.0
     assert res.extra["config"]["condition_test"] is True
     capsys.readouterr()

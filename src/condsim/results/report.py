@@ -389,7 +389,7 @@ register_view(None, TASK_VIEW)
 
 MAX_CI_COLUMNS = 16
 FAMILY_NAMES = {"recall": "R", "recall_subset": "Rsubset", "map": "mAP"}
-SKIP_KEYS = {"per_query", "query_ids"}
+SKIP_KEYS = {"per_query", "query_ids", "condition_reliance"}  # reliance: its own panel
 
 
 def _ci_leaves(node: Any, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], dict]]:
