@@ -29,6 +29,15 @@ def test_demo_tiny_conditional_model_beats_baselines(tmp_path):
     for run in runs:
         res = load_result(out / "runs" / run)
         assert res.seed == 0
+    # the condition test: the image-only baseline ignores the condition (exactly zero drop)
+    drops = summary["shuffled_condition_drop"]
+    assert set(drops["cirr"]) == set(drops["genecis"]) == {*BASELINES,
+                                                           "combiner (trained on CIRR)"}
+    assert "condvit-text (trained)" in drops["lrvsf_captions"]
+    image_only = next(b for b in BASELINES if "image-only" in b)
+    for bench in ("cirr", "genecis", "lrvsf_captions"):
+        assert drops[bench][image_only]["mean"] == 0.0
+        assert drops[bench][image_only]["top1_changed"] == 0.0
     assert (out / "models" / "condvit" / "last" / "condvit_config.json").is_file()
     html = (out / "report" / "report.html").read_text()
     assert "condvit (trained)" in html and (out / "report" / "report.md").is_file()

@@ -9,7 +9,10 @@
    same protocol, seeds and folds: LRVS-F with category conditions and with captions
    (``blip2_caption1``); each CondViT in the conditioning it was trained for.
 4. Trains a Combiner on synthetic CIRR's train split (GeneCIS' "Combiner trained on CIRR"
-   baseline) and scores it on CIRR val and, zero-shot, on GeneCIS.
+   baseline) and scores it on CIRR val and, zero-shot, on GeneCIS. CIRR, GeneCIS and LRVS-F
+   with captions also run the condition test (``condition_test=True``: conditions shuffled
+   among the queries / emptied; the main metrics are unchanged): ``summary.json``'s
+   ``shuffled_condition_drop`` holds each model's headline drop under shuffled conditions.
 5. Writes every run's ``results.json`` (+ ``model_card.yaml`` for LRVS-F) and ``summary.json``
    stating whether each conditional model beats every baseline by more than the spread of
    the folds (mean - std > baseline mean + std on the headline recall), in its conditioning.
@@ -107,7 +110,8 @@ def run_demo(
                 continue
             cfg = LRVSFConfig(data_root=str(data / "lrvsf"), conditioning=conditioning,
                               n_dists=spec.n_dists, seed=seed, folds="seeded",
-                              num_workers=workers, cache_dir=str(out / "cache"))
+                              num_workers=workers, cache_dir=str(out / "cache"),
+                              condition_test=conditioning == "text")
             runs[name] = run_benchmark(model, cfg, _run_dir(out, bench, name),
                                         progress=progress)
     if train:
@@ -115,7 +119,8 @@ def run_demo(
     cirr: dict[str, RunResult] = {}
     for name in [*BASELINES, *([COMBINER] if train else [])]:
         cirr[name] = run_benchmark(models[name], CirrConfig(
-            root=str(data / "cirr"), seed=seed, cache_dir=str(out / "cache"), n_bootstrap=500),
+            root=str(data / "cirr"), seed=seed, cache_dir=str(out / "cache"), n_bootstrap=500,
+            condition_test=True),
             _run_dir(out, "cirr", name), progress=progress)
     genecis: dict[str, RunResult] = {}
     g = data / "genecis"
@@ -123,7 +128,7 @@ def run_demo(
         cfg_g = GenecisConfig(
             annotations=str(g / "annotations"), coco_root=str(g / "coco" / "val2017"),
             vg_roots=(str(g / "vg" / "VG_100K"), str(g / "vg" / "VG_100K_2")), seed=seed,
-            num_workers=0, cache_dir=str(out / "cache"), n_bootstrap=500,
+            num_workers=0, cache_dir=str(out / "cache"), n_bootstrap=500, condition_test=True,
         )
         genecis[name] = run_benchmark(models[name], cfg_g, _run_dir(out, "genecis", name),
                                          progress=progress)
@@ -142,12 +147,23 @@ def run_demo(
         low = cirr[COMBINER].headline["ci_low"]
         summary["conditional_beats_baselines"][COMBINER] = all(
             low > cirr[b].headline["ci_high"] for b in BASELINES)
+    summary["shuffled_condition_drop"] = {
+        bench: {name: _shuffled_drop(r) for name, r in runs.items()
+                if "condition_reliance" in r.metrics}
+        for bench, runs in (("cirr", cirr), ("genecis", genecis), ("lrvsf_captions", lrvsf_text))}
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     from condsim.results.report import build_report
 
     report = build_report([out / "runs"], out / "report" / "report.html")["html"]
     return {"lrvsf": lrvsf, "lrvsf_text": lrvsf_text, "cirr": cirr, "genecis": genecis,
             "summary": summary, "report": report}
+
+
+def _shuffled_drop(result: RunResult) -> dict[str, Any]:
+    """The headline drop under shuffled conditions (``metrics.condition_reliance``):
+    ``{mean, ci_low, ci_high, significant, top1_changed}``."""
+    entry = result.metrics["condition_reliance"]["shuffled"]
+    return {**entry["drop"], "top1_changed": entry["top1_changed"]}
 
 
 #: the Combiner of the demo: trained on synthetic CIRR's train split (GeneCIS' "Combiner

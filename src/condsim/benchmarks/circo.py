@@ -22,12 +22,14 @@ import numpy as np
 from condsim.benchmarks.protocol import (
     CIRSplit,
     MissingBudget,
+    condition_runs_split,
     encode_split,
     failure_cases,
     make_result,
     open_cache,
     per_query_block,
     rank_split,
+    reliance_metrics,
     summarize,
     top_candidates,
 )
@@ -181,6 +183,16 @@ def _encoded(model: Any, cfg: CircoConfig, progress: ProgressFactory) -> tuple[A
     return encode_split(model, cache, split, cfg, budget, progress), budget, cache
 
 
+def _ap(ranks: Any) -> np.ndarray:
+    """Per-query expected AP@K ``(Q, len(KS))`` over each query's ground truths."""
+    ap = np.zeros((ranks.scores.shape[0], len(KS)))
+    for q in range(ap.shape[0]):
+        n = int(ranks.n_relevant[q])
+        ap[q] = expected_ap_from_ranks(ranks.scores[q, :n], ranks.greater[q, :n],
+                                       ranks.ties[q, :n], n, KS)
+    return ap
+
+
 def evaluate(model: Any, cfg: CircoConfig, *, progress: ProgressFactory = no_progress
              ) -> RunResult:
     """Score CIRCO val (module docstring)."""
@@ -190,11 +202,7 @@ def evaluate(model: Any, cfg: CircoConfig, *, progress: ProgressFactory = no_pro
     enc, budget, cache = _encoded(model, cfg, progress)
     split = enc.split
     ranks = rank_split(enc, cfg, progress=progress)
-    ap = np.zeros((len(split.queries), len(KS)))
-    for q in range(len(split.queries)):
-        n = int(ranks.n_relevant[q])
-        ap[q] = expected_ap_from_ranks(ranks.scores[q, :n], ranks.greater[q, :n],
-                                       ranks.ties[q, :n], n, KS)
+    ap = _ap(ranks)
     g, t = ranks.target_counts(np.zeros(len(split.queries), np.int64))
     rec = recall_from_counts(g, t, KS)
     aspects: dict[str, list[float]] = {}
@@ -209,6 +217,10 @@ def evaluate(model: Any, cfg: CircoConfig, *, progress: ProgressFactory = no_pro
         "n_queries": len(split.queries), "gallery_size": enc.gallery_size,
         **per_query_block({"map": (ap[:, 1:2], KS[1:2])}, split.query_ids),
     }
+    if cfg.condition_test:  # the headline's per-query values: expected AP@10
+        metrics["condition_reliance"] = reliance_metrics({"": condition_runs_split(
+            model, cache, enc, ranks, cfg, progress, lambda r: _ap(r)[:, KS.index(10)])},
+            cfg, metric=SPEC.main_score)
     counts = budget.counts()
     counts["missing_files"] += read_skipped["missing_files"]
     return make_result(

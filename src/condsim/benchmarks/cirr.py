@@ -20,12 +20,14 @@ import numpy as np
 from condsim.benchmarks.protocol import (
     CIRSplit,
     MissingBudget,
+    condition_runs_split,
     encode_split,
     failure_cases,
     make_result,
     open_cache,
     per_query_block,
     rank_split,
+    reliance_metrics,
     summarize,
     top_candidates,
 )
@@ -115,6 +117,11 @@ def evaluate(model: Any, cfg: CirrConfig, *, progress: ProgressFactory = no_prog
         "n_queries": len(split.queries), "gallery_size": enc.gallery_size,
         **per_query_block({"recall": (glob[:, :1], KS[:1])}, split.query_ids),
     }
+    if cfg.condition_test:  # the headline's per-query values: expected R@1
+        metrics["condition_reliance"] = reliance_metrics({"": condition_runs_split(
+            model, cache, enc, ranks, cfg, progress,
+            lambda r: recall_from_counts(r.greater[:, 0], r.ties[:, 0], KS[:1])[:, 0])},
+            cfg, metric=SPEC.main_score)
     return make_result(
         SPEC, model, cfg, metrics,
         protocol={"ks": list(KS), "subset_ks": list(SUBSET_KS), "reference_removed": True,

@@ -20,12 +20,15 @@ import numpy as np
 
 from condsim.benchmarks.protocol import (
     CIRSplit,
+    ConditionRuns,
     MissingBudget,
+    condition_runs_split,
     encode_split,
     failure_cases,
     make_result,
     open_cache,
     rank_split,
+    reliance_metrics,
 )
 from condsim.benchmarks.retrieval import average_ci, summarize_recalls
 from condsim.benchmarks.spec import (
@@ -139,6 +142,7 @@ def evaluate(model: Any, cfg: FashionIQConfig, *, progress: ProgressFactory = no
     skipped: dict[str, Any] = {"queries": {}}
     failures: list[dict[str, Any]] = []
     columns: dict[int, list[np.ndarray]] = {k: [] for k in KS}
+    reliance: dict[str, ConditionRuns] = {}
     for ci, cat in enumerate(cfg.categories):
         split = read_split(root, cat, cfg.join, located)
         enc = encode_split(model, cache, split, cfg, budget, progress)
@@ -154,11 +158,17 @@ def evaluate(model: Any, cfg: FashionIQConfig, *, progress: ProgressFactory = no
             "query_ids": enc.split.query_ids}
         for j, k in enumerate(KS):
             columns[k].append(rec[:, j])
+        if cfg.condition_test:  # the headline's per-query value: mean recall over KS
+            reliance[cat] = condition_runs_split(
+                model, cache, enc, ranks, cfg, progress, lambda r: recall_from_counts(
+                    r.greater[:, 0], r.ties[:, 0], KS).mean(axis=1), stream=ci)
     for k in KS:
         metrics[f"average_recall_at_{k}"] = average_ci(columns[k], seed=cfg.seed + k,
                                                        n_resamples=cfg.n_bootstrap)
     metrics["average_recall"] = {"mean": float(np.mean(
         [metrics[f"average_recall_at_{k}"]["mean"] for k in KS]))}
+    if reliance:
+        metrics["condition_reliance"] = reliance_metrics(reliance, cfg, metric=SPEC.main_score)
     return make_result(
         SPEC, model, cfg, metrics,
         protocol={"ks": list(KS), "caption_join": cfg.join, "categories": list(cfg.categories),

@@ -18,7 +18,15 @@ from typing import Any
 
 import numpy as np
 
-from condsim.benchmarks.protocol import make_result, open_cache
+from condsim.benchmarks.protocol import (
+    PERTURBATIONS,
+    ConditionRuns,
+    make_result,
+    open_cache,
+    perturbed_conditions,
+    reliance_metrics,
+    top1_of_scores,
+)
 from condsim.benchmarks.retrieval import (
     EncodeCounts,
     FileDigests,
@@ -163,6 +171,7 @@ def evaluate(model: Any, cfg: GenecisConfig, *, progress: ProgressFactory = no_p
     metrics: dict[str, Any] = {"tasks": {}}
     failures: list[dict[str, Any]] = []
     r1_columns = []
+    reliance: dict[str, ConditionRuns] = {}
     for ti, (task, qs) in enumerate(tasks.items()):
         lists = [[cand_index[c] for c in q.candidates] for q in qs]
         scores, ranks = rank_candidates(
@@ -180,8 +189,13 @@ def evaluate(model: Any, cfg: GenecisConfig, *, progress: ProgressFactory = no_p
             "query_ids": [q.index for q in qs],
         }
         r1_columns.append(per_query[:, 0])
+        if cfg.condition_test:
+            reliance[task] = _condition_runs(model, cache, cfg, qs, lists, cand_emb, scores,
+                                             per_query[:, 0], ti, digests, progress)
     avg = average_ci(r1_columns, seed=cfg.seed, n_resamples=cfg.n_bootstrap)
     metrics["average_recall_at_1"] = avg
+    if reliance:
+        metrics["condition_reliance"] = reliance_metrics(reliance, cfg, metric=SPEC.main_score)
     protocol = {
         "tasks": list(tasks), "ks": list(KS), "crop": cfg.crop,
         "duplicate_candidates": cfg.on_duplicate,
@@ -192,6 +206,36 @@ def evaluate(model: Any, cfg: GenecisConfig, *, progress: ProgressFactory = no_p
     }
     return make_result(SPEC, model, cfg, metrics, protocol=protocol, skipped=skipped,
                        failures=failures, cache=cache)
+
+
+def _condition_runs(model: Any, cache: Any, cfg: GenecisConfig, qs: Sequence[GenecisQuery],
+                    lists: list[list[int]], cand_emb: np.ndarray, scores: np.ndarray,
+                    r1: np.ndarray, ti: int, digests: FileDigests, progress: ProgressFactory
+                    ) -> ConditionRuns:
+    """Task ``ti``'s condition test: its queries re-encoded (through the cache) with the
+    conditions deranged within the task (stream ``ti``) and with empty conditions, ranked
+    against the same candidate embeddings; per-query R@1 and top-1 changes."""
+    runs = ConditionRuns(r1, {}, {})
+    top0 = top1_of_scores(scores)
+    for kind in PERTURBATIONS:
+        conds, counts = perturbed_conditions([q.condition for q in qs], kind, cfg.seed, ti)
+        pairs = list(dict.fromkeys(zip((q.reference for q in qs), conds, strict=True)))
+        emb, errors, _ = encode_unique(
+            model, cache, [r for r, _ in pairs], digests, [str(c) for _, c in pairs],
+            progress=progress(f"encode {kind}-condition queries", len(pairs)),
+            what=f"GeneCIS {kind}-condition queries", batch_size=cfg.batch_size,
+            num_workers=cfg.num_workers)
+        if errors:
+            raise DataError(f"GeneCIS: {len(errors)} {kind}-condition queries failed to encode")
+        index = {p: i for i, p in enumerate(pairs)}
+        rows = [index[(q.reference, c)] for q, c in zip(qs, conds, strict=True)]
+        s, ranks = rank_candidates(emb[rows], cand_emb, lists, [[0]] * len(qs),
+                                   device=cfg.device)
+        runs.perturbed[kind] = recall_from_counts(ranks.greater[:, 0], ranks.ties[:, 0],
+                                                  KS[:1])[:, 0]
+        runs.top1_changed[kind] = top1_of_scores(s) != top0
+        runs.counts[kind] = counts
+    return runs
 
 
 def _drop_undecodable(

@@ -25,7 +25,12 @@ from condsim.benchmarks.lrvsf_core import (
     rank_metrics_from_fold_counts,
     recalls_from_fold_counts,
 )
-from condsim.benchmarks.protocol import cache_repairs
+from condsim.benchmarks.protocol import (
+    ConditionRuns,
+    cache_repairs,
+    perturbed_conditions,
+    reliance_metrics,
+)
 from condsim.benchmarks.spec import BenchmarkSpec, Pairing, SharedOptions, option
 from condsim.cache.encode import encode_cached
 from condsim.cache.store import CachedRows, EmbeddingCache
@@ -276,6 +281,9 @@ class _Run:
                 [dist_cats[i] for i in kept.tolist()], folds, draws, cfg,
                 progress("score same-category galleries", n_avail))
 
+        reliance = self.condition_test(model, cache, products, queries, targets, distractors,
+                                       folds, draws, rec, progress) if cfg.condition_test \
+            else None
         recall = _fold_cells(rec, cfg)
         ranks = {name: {str(n): _fold_cell(per_fold[:, li]) for li, n in enumerate(cfg.n_dists)}
                  for name, per_fold in rank_metrics_from_fold_counts(counts).items()}
@@ -312,13 +320,61 @@ class _Run:
                       "std": recall[n_top][k_head]["std"]},
             metrics={"recall": recall, **ranks,
                      **({"recall_same_category": _fold_cells(same_category, cfg)}
-                        if same_category is not None else {})},
+                        if same_category is not None else {}),
+                     **({"condition_reliance": reliance} if reliance is not None else {})},
             skipped={"corrupt_distractors": corrupt, "examples": corrupt_examples,
                      "cache_repairs": cache_repairs(cache)},
             extra={"config": cfg.to_dict(),
                    "failures": failures},
         )
 
+
+    def condition_test(self, model: Any, cache: EmbeddingCache, products: Any,
+                       queries: np.ndarray, targets: np.ndarray, distractors: Any,
+                       folds: np.ndarray, draws: Any, rec: np.ndarray,
+                       progress: ProgressFactory) -> dict[str, Any]:
+        """``metrics.condition_reliance`` of LRVS-F: the product queries re-encoded (through
+        the cache) with the conditions deranged among the products (another product's
+        category or caption) and, for captions, with empty ones; scored on the same folds
+        and distractor draws. The unit is the fold: the drop of the headline (R@K1 at the
+        largest n) is paired over folds (``mean(d) ± 1.96 sd(d)``). Top-1 is taken among
+        the product targets (distractors left out): ``argmax_p q_i . t_p``."""
+        cfg = self.cfg
+
+        def head(r: np.ndarray) -> np.ndarray:
+            return r[:, -1, 0]
+
+        def top1(q: np.ndarray) -> np.ndarray:
+            return np.argmax(q @ targets.T, axis=1)
+
+        runs = ConditionRuns(head(rec), {}, {})
+        top0 = top1(queries)
+        skipped = {"empty": "a category model has no empty category"} \
+            if cfg.conditioning == "category" else {}
+        for kind in ("shuffled", "empty"):
+            if kind in skipped:
+                continue
+            conds, counts = perturbed_conditions(products.conditions, kind, cfg.seed)
+            rows, errors = encode_cached(
+                model, cache, products.query_images, conds,
+                progress=progress(f"encode {kind}-condition queries", len(conds)),
+                what=f"products.parquet COMPLEX_IMG ({kind} conditions)",
+                batch_size=cfg.batch_size, num_workers=cfg.num_workers)
+            if errors:
+                raise DataError(f"products.parquet: {len(errors)} {kind}-condition queries "
+                                "failed to encode")
+            q = cache.read(rows)
+            counts_p = fold_rank_counts(
+                q, targets, distractors, folds, draws, block_size=cfg.block_size,
+                device=cfg.device, progress=progress(f"score {kind} conditions",
+                                                     len(distractors)))
+            runs.perturbed[kind] = head(recalls_from_fold_counts(counts_p, cfg.ks))
+            runs.top1_changed[kind] = top1(q) != top0
+            runs.counts[kind] = counts
+        return reliance_metrics(
+            {"": runs}, cfg, metric=f"recall_at_{cfg.ks[0]}|{cfg.n_dists[-1]}", unit="fold",
+            skipped=skipped, top1="share of products whose best product target changes "
+            "(distractors left out; ties: lower index)")
 
 
 def _fold_cell(per_fold: np.ndarray) -> dict[str, Any]:

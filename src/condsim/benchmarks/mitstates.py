@@ -17,12 +17,14 @@ from typing import Any
 from condsim.benchmarks.protocol import (
     CIRSplit,
     MissingBudget,
+    condition_runs_split,
     encode_split,
     failure_cases,
     make_result,
     open_cache,
     per_query_block,
     rank_split,
+    reliance_metrics,
     summarize,
 )
 from condsim.benchmarks.spec import (
@@ -118,6 +120,11 @@ def evaluate(model: Any, cfg: MitStatesConfig, *, progress: ProgressFactory = no
     metrics = {**summarize(per_query, seed=cfg.seed, n_resamples=cfg.n_bootstrap),
                "n_queries": len(enc.split.queries), "gallery_size": enc.gallery_size,
                **per_query_block({"recall": (rec[:, :1], KS[:1])}, enc.split.query_ids)}
+    if cfg.condition_test:  # the headline's per-query values: expected any-hit R@1
+        metrics["condition_reliance"] = reliance_metrics({"": condition_runs_split(
+            model, cache, enc, ranks, cfg, progress,
+            lambda r: any_hit_from_counts(*r.best_counts(), KS[:1])[:, 0],
+            thresholds="best")}, cfg, metric=SPEC.main_score)
     return make_result(
         SPEC, model, cfg, metrics,
         protocol={"ks": list(KS), "complete_text": cfg.complete_text,

@@ -388,3 +388,190 @@ def cache_repairs(cache: Any) -> dict[str, Any]:
     of ``results.json``): quarantined shards, dropped rows, verification time."""
     integrity = getattr(cache, "integrity", None)
     return _as_dict(integrity) if integrity is not None else {}
+
+
+# --- condition reliance (``--condition-test``) ---------------------------------------------
+
+#: schema of ``metrics["condition_reliance"]``
+RELIANCE_SCHEMA = "condsim.condition_reliance/1"
+#: second word of the derangement generator's seed: ``default_rng([seed, 14, stream])``
+RELIANCE_SEED_TAG = 14
+#: bootstrap seeds of the drops: ``seed + RELIANCE_BOOT_OFFSET[perturbation]`` (apart from
+#: every main-metric seed, so the main CIs are untouched)
+RELIANCE_BOOT_OFFSET = {"shuffled": 9001, "empty": 9002}
+PERTURBATIONS = ("shuffled", "empty")
+DERANGEMENT_RULE = ("per group (stream = group index): numpy.random.default_rng([seed, 14, "
+                    "stream]).permutation(n) = p, query p[j] takes the condition of query "
+                    "p[(j+1) % n] (a uniformly random single cycle: no fixed point)")
+
+
+def grouped_derangement(groups: Sequence[Any], seed: int, stream: int = 0) -> np.ndarray:
+    """A seeded permutation ``pi`` of the queries with ``pi[i] != i`` and ``groups[pi[i]] ==
+    groups[i]`` for every query whose group has two members or more (a lone member maps to
+    itself). Query ``i`` is given the condition of query ``pi[i]``.
+
+    Groups are taken in order of first appearance, group ``g`` (members ``m`` ascending, ``n =
+    |m|``) draws ``p = default_rng([seed, 14, stream + g]).permutation(n)`` and sets
+    ``pi[m[p_j]] = m[p_{(j+1) mod n}]``: a uniformly random ``n``-cycle, so no fixed point.
+    """
+    order: dict[Any, list[int]] = {}
+    for i, g in enumerate(groups):
+        order.setdefault(g, []).append(i)
+    perm = np.arange(len(groups), dtype=np.int64)
+    for gi, members in enumerate(order.values()):
+        if len(members) < 2:
+            continue
+        m = np.asarray(members, np.int64)
+        p = np.random.default_rng([seed, RELIANCE_SEED_TAG, stream + gi]).permutation(m.size)
+        perm[m[p]] = m[np.roll(p, -1)]
+    return perm
+
+
+def perturbed_conditions(conditions: Sequence[str | None], kind: str, seed: int,
+                         stream: int = 0, groups: Sequence[Any] | None = None
+                         ) -> tuple[list[str | None], dict[str, int]]:
+    """The conditions under perturbation ``kind`` and its counts: ``"shuffled"``: the composed
+    queries' conditions permuted by :func:`grouped_derangement` (image-only ``None`` queries
+    stay out); ``"empty"``: every condition ``""``. Counts: ``unshuffled`` (alone in their
+    group), ``same_text`` (given another query's identical condition text)."""
+    composed = [i for i, c in enumerate(conditions) if c is not None]
+    out = list(conditions)
+    counts = {"unshuffled": 0, "same_text": 0}
+    if kind == "empty":
+        for i in composed:
+            out[i] = ""
+        return out, counts
+    if kind != "shuffled":
+        raise ValueError(f"unknown perturbation {kind!r}; use one of {PERTURBATIONS}")
+    grp = [groups[i] if groups is not None else 0 for i in composed]
+    perm = grouped_derangement(grp, seed, stream)
+    for j, i in enumerate(composed):
+        out[i] = conditions[composed[int(perm[j])]]
+        counts["unshuffled"] += int(perm[j] == j)
+        counts["same_text"] += int(perm[j] != j and out[i] == conditions[i])
+    return out, counts
+
+
+@dataclass
+class ConditionRuns:
+    """One group's per-query (or per-fold) headline values with the true conditions and under
+    each perturbation, and whether each query's top-1 changed."""
+
+    original: np.ndarray
+    perturbed: dict[str, np.ndarray]
+    top1_changed: dict[str, np.ndarray]
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+def top1_of_ranks(ranks: RelevantRanks) -> np.ndarray:
+    """Each query's best gallery column among its relevant items and its best non-relevant,
+    non-excluded one (``ranks.top_cols[:, 0]``); ties go to the lower column."""
+    n_q, n_r = ranks.scores.shape
+    valid = np.arange(n_r)[None, :] < ranks.n_relevant[:, None]
+    rel = np.where(valid & ~np.isnan(ranks.scores), ranks.scores, -np.inf)
+    top = ranks.top_scores[:, :1] if ranks.top_scores.shape[1] else np.full((n_q, 1), -np.inf)
+    top_c = ranks.top_cols[:, :1] if ranks.top_cols.shape[1] else np.full((n_q, 1), -1)
+    scores = np.concatenate([rel, top], axis=1)
+    cols = np.concatenate([np.where(valid, ranks.cols, -1), top_c], axis=1)
+    best = scores.max(axis=1, keepdims=True)
+    big = np.iinfo(np.int64).max
+    return np.where((scores == best) & (cols >= 0), cols, big).min(axis=1)
+
+
+def top1_of_scores(scores: np.ndarray) -> np.ndarray:
+    """Each row's best position of a padded ``(Q, C)`` score matrix (``-inf`` padding;
+    ties: the lower position), as :func:`condsim.search.blockwise.rank_candidates` gives it."""
+    return np.argmax(scores, axis=1)
+
+
+def condition_runs_split(model: Any, cache: EmbeddingCache, encoded: EncodedSplit,
+                         ranks: RelevantRanks, cfg: Any, progress: ProgressFactory,
+                         per_query: Callable[[RelevantRanks], np.ndarray], *,
+                         stream: int = 0, thresholds: str = "all") -> ConditionRuns:
+    """The condition test of one encoded split: its queries re-encoded (through the cache,
+    keyed by their condition; the gallery embeddings reused) with the perturbed conditions of
+    :func:`perturbed_conditions`, ranked with the same rule, scored by the benchmark's
+    ``per_query`` headline metric (``ranks -> (Q,)``); ``ranks`` are the original run's."""
+    split = encoded.split
+    original = np.asarray(per_query(ranks), np.float64)
+    top0 = top1_of_ranks(ranks)
+    runs = ConditionRuns(original, {}, {})
+    for kind in PERTURBATIONS:
+        conds, counts = perturbed_conditions(split.conditions, kind, cfg.seed, stream)
+        moved = replace(split, conditions=conds)
+        q = _encode_queries(model, cache, moved, cfg, FileDigests(), progress)
+        if not np.isfinite(q).all():
+            raise DataError(f"{split.label}: a query with a {kind} condition has a non-finite "
+                            "embedding")
+        enc = replace(encoded, split=moved, queries=q)
+        r = rank_split(enc, cfg, thresholds=thresholds, top=1)
+        runs.perturbed[kind] = np.asarray(per_query(r), np.float64)
+        runs.top1_changed[kind] = top1_of_ranks(r) != top0
+        runs.counts[kind] = counts
+    return runs
+
+
+def reliance_metrics(runs: dict[str, ConditionRuns], cfg: Any, *, metric: str,
+                     unit: str = "query", skipped: dict[str, str] | None = None,
+                     top1: str = "") -> dict[str, Any]:
+    """``metrics["condition_reliance"]`` (schema :data:`RELIANCE_SCHEMA`) from each group's
+    :class:`ConditionRuns` (one group ``""`` without groups).
+
+    For perturbation ``p``, the drop of the headline is ``drop = h(original) - h(p)`` with
+    ``h`` the benchmark's headline (the mean of per-query values; with groups, the average of
+    the group means). Its 95% CI is a paired bootstrap over queries (``unit="query"``:
+    :func:`condsim.metrics.significance.stratified_paired_bootstrap`, groups resampled apart,
+    seed ``cfg.seed + RELIANCE_BOOT_OFFSET[p]``) or paired folds (``unit="fold"``:
+    ``mean(d) ± 1.96 sd(d)``, :func:`~condsim.metrics.significance.paired_folds`).
+    ``top1_changed`` is the share of all queries whose best candidate differs. A perturbation
+    named in ``skipped`` is reported as ``{"skipped": reason}``.
+    """
+    from condsim.metrics.significance import paired_folds, stratified_paired_bootstrap
+
+    out: dict[str, Any] = {
+        "schema": RELIANCE_SCHEMA, "metric": metric, "unit": unit,
+        "n": int(sum(r.original.size for r in runs.values())), "seed": cfg.seed,
+        "original": {"mean": float(np.mean([r.original.mean() for r in runs.values()]))},
+    }
+    for kind in PERTURBATIONS:
+        if skipped and kind in skipped:
+            out[kind] = {"skipped": skipped[kind]}
+            continue
+        pairs = {g or "all": (r.perturbed[kind], r.original) for g, r in runs.items()}
+        if unit == "fold":
+            (g, (a, b)), = pairs.items()
+            row = paired_folds(a, b, group=g, metric=metric)
+            groups_rows = [row]
+        else:
+            groups_rows, avg = stratified_paired_bootstrap(
+                pairs, metric=metric, seed=cfg.seed + RELIANCE_BOOT_OFFSET[kind],
+                n_resamples=cfg.n_bootstrap)
+            row = avg or groups_rows[0]
+        changed = np.concatenate([np.asarray(r.top1_changed[kind], bool)
+                                  for r in runs.values()])
+        counts = {k: int(sum(r.counts.get(kind, {}).get(k, 0) for r in runs.values()))
+                  for k in ("unshuffled", "same_text")}
+        out[kind] = {
+            "value": {"mean": float(row.a)},
+            "drop": {"mean": float(row.diff), "ci_low": float(row.ci_low),
+                     "ci_high": float(row.ci_high), "p_value": float(row.p_value),
+                     "significant": bool(row.significant)},
+            "top1_changed": float(changed.mean()) if changed.size else 0.0,
+            **({"groups": {r.group: {"drop": float(r.diff), "ci_low": float(r.ci_low),
+                                     "ci_high": float(r.ci_high)} for r in groups_rows}}
+               if len(groups_rows) > 1 else {}),
+            **({"counts": counts} if kind == "shuffled" else {}),
+        }
+    out["method"] = {
+        "shuffled": "conditions deranged among the queries" + (
+            " within each group" if len(runs) > 1 else "") + "; " + DERANGEMENT_RULE,
+        "empty": 'every condition replaced by ""',
+        "drop": "original - perturbed headline",
+        "ci": "paired folds: mean(d) ± 1.96 sd(d)" if unit == "fold" else
+        f"paired bootstrap over queries ({cfg.n_bootstrap} resamples, seed = seed + "
+        f"{RELIANCE_BOOT_OFFSET['shuffled']} shuffled / {RELIANCE_BOOT_OFFSET['empty']} "
+        "empty" + (", stratified by group" if len(runs) > 1 else "") + ")",
+        "top1": top1 or "share of queries whose best candidate (ties: lower index) changes",
+
+    }
+    return out

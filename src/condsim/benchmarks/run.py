@@ -63,7 +63,7 @@ def evaluate(model: Any, benchmark: str, out_dir: str | Path | None = None, *,
 # --- results files --------------------------------------------------------------------------
 
 _GROUP_KEYS = ("tasks", "categories")
-_SKIP_KEYS = ("per_query", "query_ids")
+_SKIP_KEYS = ("per_query", "query_ids", "condition_reliance")  # the latter: its own panel
 
 
 def _metric_entries(node: Any, path: tuple[str, ...] = ()) -> list[dict[str, Any]]:

@@ -144,6 +144,11 @@ class SharedOptions(BenchmarkConfig):
     precision: str = option("auto", choices=PRECISIONS,
                             help="Forward precision: auto (bf16 autocast on CUDA, fp32 on "
                             "CPU) | fp32 | bf16 | fp16. Part of the cache identity.")
+    condition_test: bool = option(False, help="Also score the queries with conditions "
+                                  "shuffled among them (a seeded derangement) and with empty "
+                                  "conditions; results.json gets metrics.condition_reliance "
+                                  "(headline drop with a paired CI, share of changed top-1). "
+                                  "The main metrics are unchanged.")
 
 
 SHARED_FIELDS = tuple(f.name for f in dataclasses.fields(SharedOptions))

@@ -40,6 +40,7 @@ def register(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typer) ->
         table.add_column("R@10 captions", justify="right")
         table.add_column("CIRR R@1 [95% CI]", justify="right")
         table.add_column("GeneCIS avg R@1 [95% CI]", justify="right")
+        table.add_column("shuffled-condition drop", justify="right")
 
         def cell(r: dict | None) -> str:
             return "-" if r is None else f"{r['mean'] * 100:.1f} ± {r['std'] * 100:.1f}"
@@ -48,14 +49,26 @@ def register(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typer) ->
             return "-" if h is None else (f"{h['mean'] * 100:.1f} [{h['ci_low'] * 100:.1f}, "
                                           f"{h['ci_high'] * 100:.1f}]")
 
+        def drops(name: str) -> str:
+            # the headline drop when conditions are shuffled among the queries, per benchmark
+            parts = [f"{label} {d['mean'] * 100:+.1f}{'✓' if d['significant'] else ''}"
+                     for label, bench in (("CIRR", "cirr"), ("GeneCIS", "genecis"),
+                                          ("captions", "lrvsf_captions"))
+                     if (d := summary["shuffled_condition_drop"][bench].get(name))]
+            return " · ".join(parts) or "-"
+
         names = list(dict.fromkeys([*summary["models"], *summary["models_captions"],
                                     *summary["cirr"]]))
         for name in names:
             g = res["genecis"].get(name)
             table.add_row(name, cell(summary["models"].get(name)),
                           cell(summary["models_captions"].get(name)),
-                          ci(summary["cirr"].get(name)), ci(None if g is None else g.headline))
+                          ci(summary["cirr"].get(name)), ci(None if g is None else g.headline),
+                          drops(name))
         console.print(table)
+        console.print("shuffled-condition drop: headline points lost when the conditions are "
+                      "shuffled among the queries (✓: its 95% interval excludes 0; intervals in "
+                      "summary.json)")
         for name, ok in summary["conditional_beats_baselines"].items():
             margin = "95% CIs" if name in summary["cirr"] else "fold spread"
             console.print(f"{name} beats every baseline beyond the {margin}: "

@@ -147,6 +147,18 @@ def make_command(spec: Any) -> Any:
         ci = (f" [{h['ci_low'] * 100:.2f}, {h['ci_high'] * 100:.2f}]"
               if "ci_low" in h else (f" ± {h['std'] * 100:.2f}" if "std" in h else ""))
         console.print(f"{h['name']}: {value * 100:.2f}{ci}")
+        rel = result.metrics.get("condition_reliance")
+        if rel:  # --condition-test: one line per perturbation
+            for kind in ("shuffled", "empty"):
+                e = rel[kind]
+                if "skipped" in e:
+                    console.print(f"condition test, {kind}: n/a ({e['skipped']})")
+                    continue
+                d = e["drop"]
+                console.print(f"condition test, {kind} conditions: drop {d['mean'] * 100:+.2f} "
+                              f"[{d['ci_low'] * 100:+.2f}, {d['ci_high'] * 100:+.2f}]"
+                              f"{' (significant)' if d['significant'] else ''}, top-1 changed "
+                              f"{e['top1_changed'] * 100:.1f}%")
         skipped = {k: v for k, v in result.skipped.items()
                    if isinstance(v, int) and v and k != "examples"}
         if skipped:

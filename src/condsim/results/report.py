@@ -389,7 +389,7 @@ register_view(None, TASK_VIEW)
 
 MAX_CI_COLUMNS = 16
 FAMILY_NAMES = {"recall": "R", "recall_subset": "Rsubset", "map": "mAP"}
-SKIP_KEYS = {"per_query", "query_ids"}
+SKIP_KEYS = {"per_query", "query_ids", "condition_reliance"}  # reliance: its own panel
 
 
 def _ci_leaves(node: Any, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], dict]]:
@@ -685,6 +685,60 @@ def _protocol_notes(runs: list[Run]) -> str:
             "compare with care.</p>")
 
 
+#: columns of the "does it read the condition?" panel
+RELIANCE_HEADERS = ("model", "headline", "drop, shuffled [CI]", "drop, empty [CI]",
+                    "top-1 changed % (shuffled / empty)")
+RELIANCE_NOTE = ("Headline drop (original − perturbed, points) when the conditions are shuffled "
+                 "among the queries (a seeded derangement) or emptied, with its 95% interval "
+                 "(paired bootstrap over queries; LRVS-F: paired folds); top-1 changed: share "
+                 "of queries whose best candidate changes. A model that ignores the condition "
+                 "shows 0.")
+
+
+def _drop_text(entry: dict[str, Any]) -> str:
+    if "skipped" in entry:
+        return "n/a"
+    d = entry["drop"]
+    mark = " ✓" if d.get("significant") else ""
+    return (f"{d['mean'] * 100:+.2f} [{d['ci_low'] * 100:+.2f}, {d['ci_high'] * 100:+.2f}]"
+            f"{mark}")
+
+
+def reliance_rows(runs: list[Run]) -> list[list[str]]:
+    """The "does it read the condition?" rows (:data:`RELIANCE_HEADERS`) of the runs holding
+    ``metrics["condition_reliance"]`` (schema ``condsim.condition_reliance/1``); ✓ marks a
+    drop whose interval excludes 0."""
+    rows = []
+    for run in runs:
+        rel = run.result.metrics.get("condition_reliance")
+        if not isinstance(rel, dict):
+            continue
+        top1 = " / ".join("n/a" if "skipped" in rel[k] else f"{rel[k]['top1_changed'] * 100:.1f}"
+                          for k in ("shuffled", "empty"))
+        rows.append([run.label, f"{rel['original']['mean'] * 100:.2f}",
+                     _drop_text(rel["shuffled"]), _drop_text(rel["empty"]), top1])
+    return rows
+
+
+def _reliance_html(runs: list[Run]) -> str:
+    rows = reliance_rows(runs)
+    if not rows:
+        return ""
+    head = "".join(f"<th>{_esc(h)}</th>" for h in RELIANCE_HEADERS)
+    body = "".join("<tr>" + "".join(f"<td>{_esc(c)}</td>" for c in row) + "</tr>"
+                   for row in rows)
+    return (f"<h3>Does it read the condition?</h3><p class='note'>{_esc(RELIANCE_NOTE)}</p>"
+            f'<div class="scroll"><table class="cmp"><tr>{head}</tr>{body}</table></div>')
+
+
+def _reliance_markdown(runs: list[Run]) -> list[str]:
+    rows = reliance_rows(runs)
+    if not rows:
+        return []
+    return ["### Does it read the condition?", "", RELIANCE_NOTE, "",
+            md_table(list(RELIANCE_HEADERS), rows, ["l"] + ["r"] * 4), ""]
+
+
 def _markdown_table(table: ComparisonTable) -> str:
     rows = []
     for run, cells in table.rows:
@@ -696,13 +750,14 @@ def _markdown_table(table: ComparisonTable) -> str:
     return md_table(["model", *table.columns], rows, ["l"] + ["r"] * len(table.columns))
 
 
-def _markdown(sections: list[tuple[str, str, ComparisonTable, list[str]]],
+def _markdown(sections: list[tuple[str, str, ComparisonTable, list[str], list[Run]]],
               runs: list[Run]) -> str:
     out = ["# condsim report", "",
            f"{len(runs)} run(s); values in %. Intervals: ± std over folds (LRVS-F) or [95% "
            "bootstrap CI] over queries.", ""]
-    for title, notes, table, pngs in sections:
+    for title, notes, table, pngs, group in sections:
         out += [f"## {title}", "", notes, "", _markdown_table(table)]
+        out += _reliance_markdown(group)
         if table.methods:
             out += [f"▲/▼ = significantly higher/lower than {table.reference.label}; "
                     + "; ".join(METHODS[m] for m in _ordered(table.methods)) + ".", ""]
@@ -778,13 +833,13 @@ def build_report(
             f'<section id="{anchor}"><h2>{_esc(title)} <span class="note">{len(group)} '
             f"run(s)</span></h2><p class='note'>{_esc(view.notes)}</p>"
             f"{_protocol_notes(group)}<h3>Comparison</h3>{_table_html(table)}"
-            f"{_methods_html(table)}"
+            f"{_methods_html(table)}{_reliance_html(group)}"
             + (f"<h3>Plots</h3><div class='plots'>{''.join(figures)}</div>" if figures else "")
             + "<h3>Failure gallery</h3><p class='note'>query image + condition → the wrong "
             "results ranked highest (red, with scores) · the true target (green). Runs by "
             "headline, best first; click a run to expand its cases.</p>"
             + _gallery_html(group, view, thumbs, max_failures) + "</section>")
-        md_sections.append((title, view.notes, table, pngs))
+        md_sections.append((title, view.notes, table, pngs, group))
 
     summary = "".join(
         "<tr>" + "".join(f"<td>{_esc(c)}</td>" for c in display_cells(row)) + "</tr>"

@@ -26,7 +26,8 @@ def metric_rows(metrics: dict[str, Any], prefix: str = "") -> list[tuple[str, st
     <metric>@<k>``), in percent with the CI."""
     rows: list[tuple[str, str]] = []
     for name, node in metrics.items():
-        if name in ("per_query", "query_ids") or not isinstance(node, dict):
+        if name in ("per_query", "query_ids", "condition_reliance") or not isinstance(node,
+                                                                            dict):
             continue
         if _is_cell(node):
             rows.append((f"{prefix}{name}", _pct(node)))
