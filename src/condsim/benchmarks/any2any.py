@@ -47,12 +47,14 @@ from condsim.benchmarks.protocol import (
     CIRSplit,
     Item,
     MissingBudget,
+    condition_runs_split,
     encode_split,
     failure_cases,
     make_result,
     open_cache,
     per_query_block,
     rank_split,
+    reliance_metrics,
     summarize,
 )
 from condsim.benchmarks.spec import BenchmarkSpec, Pairing, SharedOptions, option
@@ -589,6 +591,13 @@ def evaluate(model: Any, cfg: Any, *, progress: ProgressFactory = no_progress) -
         "n_image_only": len(split.queries) - n_composed, "gallery_size": enc.gallery_size,
         **per_query_block({"ndcg": per_query["ndcg"]}, split.query_ids),
     }
+    if cfg.condition_test and n_composed:  # the headline's per-query values: nDCG@10
+        metrics["condition_reliance"] = reliance_metrics({"": condition_runs_split(
+            model, cache, enc, ranks, cfg, progress,
+            lambda r: query_metrics(r, gains)["ndcg"][0][:, 0])}, cfg, metric=SPEC.main_score)
+    elif cfg.condition_test:
+        metrics["condition_reliance"] = {"skipped": "every query is image-only: no condition "
+                                         "to perturb"}
     return make_result(
         SPEC, model, cfg, metrics,
         protocol={"ks": list(KS), "ndcg_ks": list(NDCG_KS), "layout": info["layout"],
