@@ -106,7 +106,7 @@ def test_hand_made_graph_gives_the_hand_computed_triplets(tmp_path: Path) -> Non
     # reference row uniform among dog's 5 rows: 4/5 of references are "on grass"
     grass_refs = sum(1 for g in got if g[2] == "with ball") / len(got)
     assert abs(grass_refs - 0.8) < 0.04
-    manifest = (tmp_path / "t" / "manifest.json").read_text()
+    manifest = (tmp_path / "t" / "_manifest.json").read_text()
     assert '"seed": 1' in manifest and '"candidate_subjects": 1' in manifest
 
 
@@ -136,7 +136,7 @@ def test_same_triplets_for_any_shard_count_and_graph_order(tmp_path: Path) -> No
     mine(tmp_path / "g1", tmp_path / "one", cfg)
     for i in range(8):  # as 8 separate jobs would, then combine
         mine(tmp_path / "g3", tmp_path / "eight", cfg, num_shards=8, shard_index=i)
-    assert not (tmp_path / "eight" / "manifest.json").exists()
+    assert not (tmp_path / "eight" / "_manifest.json").exists()
     combine_shards(tmp_path / "eight")
     one, eight = read_triplets(tmp_path / "one"), read_triplets(tmp_path / "eight")
     assert one.num_rows > 1000
@@ -231,7 +231,7 @@ def test_concreteness_filter(tmp_path: Path) -> None:
     # dog(4.9) grass(4.9) + dog ball(5.0) + boy(4.8) ball / cow(5.0) grass, mean of 6 values
     expected = {round((4.9 * 3 + 5.0 * 2 + 4.8) / 6, 4), round((4.9 * 4 + 5.0 * 2) / 6, 4)}
     assert {round(float(c), 4) for c in conc} <= expected
-    text = (tmp_path / "t" / "manifest.json").read_text()
+    text = (tmp_path / "t" / "_manifest.json").read_text()
     assert '"concreteness_rejected"' in text and '"sha256"' in text
     unfiltered = mine(tmp_path / "g", tmp_path / "u", MiningConfig(seed=0, num_samples=500))
     assert unfiltered[0].stats["counts"]["concreteness_rejected"] == 0
@@ -442,3 +442,18 @@ def test_no_relations_at_all_is_a_clear_error(tmp_path: Path) -> None:
     write_graphs(tmp_path / "g", graph_table([]))
     with pytest.raises(DataError, match="nothing to mine"):
         mine(tmp_path / "g", tmp_path / "t", MiningConfig())
+
+
+def test_parquet_readers_read_the_triplets_folder(tmp_path: Path) -> None:
+    """The manifest and the shards' stats start with '_', so pyarrow.dataset and
+    pandas.read_parquet read the triplets folder as the triplets table (a manifest.json
+    beside the shards made them fail)."""
+    import pandas as pd
+    import pyarrow.dataset as ds
+
+    write_graphs(tmp_path / "g", graph_table(HAND_ROWS))
+    mine(tmp_path / "g", tmp_path / "t", MiningConfig(seed=1, num_samples=500), num_shards=2)
+    table = read_triplets(tmp_path / "t")
+    assert table.num_rows == 500
+    assert ds.dataset(tmp_path / "t").to_table().num_rows == 500
+    assert len(pd.read_parquet(tmp_path / "t")) == 500

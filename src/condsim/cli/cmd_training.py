@@ -91,14 +91,14 @@ def mine_command(
     use_lemmas: bool = typer.Option(False, "--use-lemmas",
                                     help="Group by lemmas instead of heads (the reference)."),
     combine: bool = typer.Option(False, "--combine",
-                                 help="Check all shards of --out and write manifest.json."),
+                                 help="Check all shards of --out and write _manifest.json."),
 ) -> None:
     """Mine GeneCIS training triplets from scene graphs (deterministic for a seed)."""
     from condsim.training.mining import MiningConfig, combine_shards, mine
 
     if combine:
         manifest = combine_shards(out)
-        console.print(_counts_table(f"triplets -> {out / 'manifest.json'}",
+        console.print(_counts_table(f"triplets -> {out / '_manifest.json'}",
                                     [("all", False, manifest["counts"])]))
         return
     if graphs is None or seed is None:

@@ -60,6 +60,7 @@ from condsim.training._io import (
     missing_shards_message,
     read_json,
     shard_range,
+    shard_stats_path,
     shard_stem,
     utc_now,
 )
@@ -70,7 +71,17 @@ from condsim.training.scenegraph import GRAPHS_PREFIX
 logger = logging.getLogger(__name__)
 
 TRIPLETS_PREFIX = "triplets"
-MANIFEST_NAME = "manifest.json"
+#: leading underscore: parquet readers (pyarrow.dataset, pandas.read_parquet) of the triplets
+#: folder skip it, as they skip the shards' ``_<stem>.json`` stats
+MANIFEST_NAME = "_manifest.json"
+LEGACY_MANIFEST_NAME = "manifest.json"
+
+
+def manifest_path(out_dir: Path) -> Path:
+    """The manifest of ``out_dir`` (``_manifest.json``; ``manifest.json`` of older runs when
+    only that one exists)."""
+    current, legacy = out_dir / MANIFEST_NAME, out_dir / LEGACY_MANIFEST_NAME
+    return legacy if legacy.exists() and not current.exists() else current
 MANIFEST_SCHEMA = "condsim.triplets/1"
 SHARD_SCHEMA = "condsim.triplets-shard/1"
 PAPER_NUM_SAMPLES = 1_600_000
@@ -534,8 +545,9 @@ class MineShardResult:
 def triplet_shard_paths(out_dir: str | Path, shard_index: int, num_shards: int
                         ) -> tuple[Path, Path]:
     """``(parquet, json)`` paths of a triplets shard."""
-    stem = Path(out_dir) / shard_stem(TRIPLETS_PREFIX, shard_index, num_shards)
-    return stem.with_suffix(".parquet"), stem.with_suffix(".json")
+    parquet = (Path(out_dir) / shard_stem(TRIPLETS_PREFIX, shard_index, num_shards)
+               ).with_suffix(".parquet")
+    return parquet, shard_stats_path(parquet)
 
 
 class TripletMiner:
@@ -649,7 +661,7 @@ def mine(
 def combine_shards(out_dir: str | Path) -> dict[str, Any]:
     """Check that all triplet shards of ``out_dir`` exist and agree; write the manifest.
 
-    The manifest (``manifest.json``) lists the shards in order with their row counts, the
+    The manifest (``_manifest.json``) lists the shards in order with their row counts, the
     seed and settings, and the summed counts. Raises :class:`DataError` naming missing
     shards or shards mined with other settings.
     """
@@ -657,15 +669,15 @@ def combine_shards(out_dir: str | Path) -> dict[str, Any]:
     count, found = find_shards(out_dir, TRIPLETS_PREFIX)
     if len(found) < count:
         raise DataError(missing_shards_message(out_dir, TRIPLETS_PREFIX, count, found))
-    shard_stats = [read_json(found[i].with_suffix(".json")) for i in range(count)]
+    shard_stats = [read_json(shard_stats_path(found[i])) for i in range(count)]
     first = shard_stats[0]
     totals: dict[str, int] = {}
     shards = []
     for i, stats in enumerate(shard_stats):
         if stats.get("settings_digest") != first.get("settings_digest"):
             raise DataError(
-                f"{found[i].with_suffix('.json')}: mined with other settings than "
-                f"{found[0].with_suffix('.json')} (seed, rules, graphs or norms differ); "
+                f"{shard_stats_path(found[i])}: mined with other settings than "
+                f"{shard_stats_path(found[0])} (seed, rules, graphs or norms differ); "
                 "remine it with the same arguments"
             )
         rows = pq.read_metadata(found[i]).num_rows
@@ -693,6 +705,7 @@ def combine_shards(out_dir: str | Path) -> dict[str, Any]:
         "created": utc_now(),
     }
     atomic_write_json(out_dir / MANIFEST_NAME, manifest)
+    (out_dir / LEGACY_MANIFEST_NAME).unlink(missing_ok=True)
     logger.info("%s: %d triplets in %d shard(s)", out_dir / MANIFEST_NAME,
                 totals.get("triplets", 0), count)
     return manifest
@@ -701,15 +714,15 @@ def combine_shards(out_dir: str | Path) -> dict[str, Any]:
 def read_triplets(out_dir: str | Path, columns: list[str] | None = None) -> pa.Table:
     """All triplets of a combined output directory, in ``triplet_index`` order."""
     out_dir = Path(out_dir)
-    manifest_path = out_dir / MANIFEST_NAME
-    if not manifest_path.exists():
-        raise DataError(f"{manifest_path}: not found; run `condsim mine --combine --out "
+    found_manifest = manifest_path(out_dir)
+    if not found_manifest.exists():
+        raise DataError(f"{found_manifest}: not found; run `condsim mine --combine --out "
                         f"{out_dir}` once all shards are mined")
-    manifest = read_json(manifest_path)
+    manifest = read_json(found_manifest)
     tables = []
     for shard in manifest["shards"]:
         path = out_dir / shard["file"]
         if not path.exists():
-            raise DataError(f"{path}: triplet shard listed in {manifest_path} is missing")
+            raise DataError(f"{path}: triplet shard listed in {found_manifest} is missing")
         tables.append(pq.read_table(path, columns=columns))
     return pa.concat_tables(tables)
