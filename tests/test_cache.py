@@ -92,7 +92,13 @@ def test_kill_9_mid_append_leaves_a_readable_cache(tmp_path):
     vals = cache.read(rows)[:, 0]
     assert np.array_equal(vals, np.repeat(np.arange(0, len(cache), 20000), 20000)[:len(cache)])
     assert cache.verify() == []
-    cache.prune_temp()
+    # a fresh temp file may belong to a running writer: kept; an old one is an orphan
+    (cache.dir / ".shard-x.npy.123.tmp").write_bytes(b"partial")
+    orphans = list(cache.dir.glob(".*.tmp"))
+    assert cache.prune_temp() == 0 and list(cache.dir.glob(".*.tmp")) == orphans
+    for p in orphans:
+        os.utime(p, (time.time() - 7200, time.time() - 7200))
+    assert cache.prune_temp() == len(orphans)
     assert not list(cache.dir.glob(".*.tmp"))
 
 

@@ -655,13 +655,23 @@ class EmbeddingCache:
         qdir = self.dir / QUARANTINE
         return sorted(p for p in qdir.iterdir() if p.is_file()) if qdir.is_dir() else []
 
-    def prune_temp(self) -> int:
-        """Remove temp files left by killed writers; returns how many."""
+    def prune_temp(self, min_age_s: float = 3600.0) -> int:
+        """Remove temp files left by killed writers: those not modified for ``min_age_s``
+        seconds (a running writer's temp file is younger and is left alone); returns how
+        many."""
+        import time
+
         if self.readonly:
             raise CacheError(f"{self.dir}: cache opened read-only")
         n = 0
+        now = time.time()
         for pattern in (".*.tmp", "*.sum.tmp"):
             for p in self.dir.glob(pattern):
+                try:
+                    if now - p.stat().st_mtime < min_age_s:
+                        continue
+                except FileNotFoundError:
+                    continue
                 p.unlink(missing_ok=True)
                 n += 1
         return n
