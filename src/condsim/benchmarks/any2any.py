@@ -641,9 +641,8 @@ def _check(cfg: Any2AnyConfig, progress: ProgressFactory = no_progress) -> Any:
     from condsim.benchmarks.datacheck import (
         DataReport,
         ImageItem,
-        add_image_issues,
-        check_images,
         read_or_report,
+        report_images,
     )
     from condsim.data.crops import ImageRef
 
@@ -668,11 +667,8 @@ def _check(cfg: Any2AnyConfig, progress: ProgressFactory = no_progress) -> Any:
     items = [item(x, f"candidate {j}") for j, x in enumerate(split.gallery)]
     items += [item(x, f"query {split.query_ids[i]}") for i, x in enumerate(split.queries)]
     seen: dict[str, ImageItem] = {it.where: it for it in items}
-    result = check_images(list(seen.values()), total=len(seen), progress=progress,
-                          threads=cfg.num_workers, what="any2any images")
-    add_image_issues(report, result, source=source, max_bad=cfg.max_missing,
-                     skip_note="{n} image(s) missing or undecodable, within --max-missing: "
-                     "their queries would be skipped")
+    report_images(report, list(seen.values()), cfg, progress, what="any2any images",
+                  source=source)
     return report
 
 

@@ -270,11 +270,10 @@ def _check(cfg: CircoConfig, progress: ProgressFactory = no_progress) -> Any:
     gallery image present and decodable (``condsim data check circo``)."""
     from condsim.benchmarks.datacheck import (
         DataReport,
-        add_image_issues,
-        check_images,
         duplicate_values,
         file_items,
         read_or_report,
+        report_images,
         require_file,
     )
 
@@ -316,11 +315,8 @@ def _check(cfg: CircoConfig, progress: ProgressFactory = no_progress) -> Any:
     names = [str(folder / f"{i:012d}.jpg") for i in sorted(needed - present)] + \
         [str(folder / f"{i:012d}.jpg") for i in ids]
     items = file_items(names)
-    result = check_images(items, total=len(items), progress=progress,
-                          threads=cfg.num_workers, what=f"CIRCO {cfg.split} images")
-    add_image_issues(report, result, source=_IMAGES_SOURCE, max_bad=cfg.max_missing,
-                     skip_note="{n} image(s) missing or undecodable, within --max-missing: "
-                     "their queries would be skipped")
+    report_images(report, items, cfg, progress, what=f"CIRCO {cfg.split} images",
+                  source=_IMAGES_SOURCE)
     return report
 
 

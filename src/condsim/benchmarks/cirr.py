@@ -182,12 +182,11 @@ def _check(cfg: CirrConfig, progress: ProgressFactory = no_progress) -> Any:
     names, and every image of the split decoded (``condsim data check cirr``)."""
     from condsim.benchmarks.datacheck import (
         DataReport,
-        add_image_issues,
-        check_images,
         duplicate_values,
         file_items,
         json_keys_twice,
         read_or_report,
+        report_images,
         require_file,
     )
     from condsim.data.jsonio import load_json
@@ -239,11 +238,8 @@ def _check(cfg: CirrConfig, progress: ProgressFactory = no_progress) -> Any:
     report.count(f"{cfg.split} images", len(set(paths)), OFFICIAL_IMAGES[cfg.split],
                  src.format(split_file.relative_to(root)))
     items = file_items(paths)
-    result = check_images(items, total=len(items), progress=progress,
-                          threads=cfg.num_workers, what=f"CIRR {cfg.split} images")
-    add_image_issues(report, result, source=_IMAGES_SOURCE, max_bad=cfg.max_missing,
-                     skip_note="{n} image(s) missing or undecodable, within --max-missing: "
-                     "their queries would be skipped")
+    report_images(report, items, cfg, progress, what=f"CIRR {cfg.split} images",
+                  source=_IMAGES_SOURCE)
     return report
 
 

@@ -304,6 +304,24 @@ def add_image_issues(report: DataReport, result: ImageCheck, *, source: str | Ca
                          f"image(s): {', '.join(group[1:4])}{' ...' if len(group) > 4 else ''}")
 
 
+#: the note of images a run would skip (within ``--max-missing``)
+SKIP_NOTE = ("{n} image(s) missing or undecodable, within --max-missing: their queries would "
+             "be skipped")
+
+
+def report_images(report: DataReport, items: Sequence[ImageItem], cfg: Any,
+                  progress: ProgressFactory, *, what: str,
+                  source: str | Callable[[str], str]) -> ImageCheck:
+    """Decode every image of a composed-retrieval split (``cfg.num_workers`` threads) and add
+    the missing / corrupt / duplicate ones to ``report``, blocking beyond
+    ``cfg.max_missing``."""
+    result = check_images(items, total=len(items), progress=progress,
+                          threads=cfg.num_workers, what=what)
+    add_image_issues(report, result, source=source, max_bad=cfg.max_missing,
+                     skip_note=SKIP_NOTE)
+    return result
+
+
 def file_items(paths: Iterable[str]) -> list[ImageItem]:
     """Unique image paths, in first-seen order, as :class:`ImageItem`."""
     return [ImageItem(p, path=p) for p in dict.fromkeys(paths)]

@@ -197,10 +197,9 @@ def _check(cfg: FashionIQConfig, progress: ProgressFactory = no_progress) -> Any
     from condsim.benchmarks.datacheck import (
         DataReport,
         ImageItem,
-        add_image_issues,
-        check_images,
         duplicate_values,
         read_or_report,
+        report_images,
         require_file,
     )
 
@@ -240,11 +239,8 @@ def _check(cfg: FashionIQConfig, progress: ProgressFactory = no_progress) -> Any
     if report.issues and any(i.blocking for i in report.issues):
         return report
     unique = list({i.where: i for i in items}.values())
-    result = check_images(unique, total=len(unique), progress=progress,
-                          threads=cfg.num_workers, what="FashionIQ images")
-    add_image_issues(report, result, source=_IMAGES_SOURCE, max_bad=cfg.max_missing,
-                     skip_note="{n} image(s) missing or undecodable, within --max-missing: "
-                     "their queries would be skipped")
+    report_images(report, unique, cfg, progress, what="FashionIQ images",
+                  source=_IMAGES_SOURCE)
     return report
 
 

@@ -314,10 +314,9 @@ def _check(cfg: GenecisConfig, progress: ProgressFactory = no_progress) -> Any:
     its image (``condsim data check genecis``)."""
     from condsim.benchmarks.datacheck import (
         DataReport,
-        add_image_issues,
-        check_images,
         file_items,
         read_or_report,
+        report_images,
         require_file,
     )
     from condsim.data.genecis import OBJECT_TASKS
@@ -354,12 +353,8 @@ def _check(cfg: GenecisConfig, progress: ProgressFactory = no_progress) -> Any:
     items = file_items(paths)
     coco = {r.path for t, qs in tasks.items() if t in OBJECT_TASKS for q in qs
             for r in (q.reference, *q.candidates)}
-    result = check_images(items, total=len(items), progress=progress,
-                          threads=cfg.num_workers, what="GeneCIS images")
-    add_image_issues(report, result, source=lambda p: _COCO_SOURCE if p in coco else _VG_SOURCE,
-                     max_bad=cfg.max_missing,
-                     skip_note="{n} image(s) missing or undecodable, within --max-missing: "
-                     "their queries would be skipped")
+    report_images(report, items, cfg, progress, what="GeneCIS images",
+                  source=lambda p: _COCO_SOURCE if p in coco else _VG_SOURCE)
     _, bad = check_boxes({t: files[t] for t in tasks}, tasks, max_bad=2**62)
     for ref in sorted(bad, key=lambda r: (r.path, r.bbox or ())):
         report.issue("corrupt", f"{ref.path} instance_bbox {list(ref.bbox or ())}",

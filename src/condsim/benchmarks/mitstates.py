@@ -147,10 +147,9 @@ def _check(cfg: MitStatesConfig, progress: ProgressFactory = no_progress) -> Any
     check mitstates``)."""
     from condsim.benchmarks.datacheck import (
         DataReport,
-        add_image_issues,
-        check_images,
         file_items,
         read_or_report,
+        report_images,
     )
 
     report = DataReport("mitstates", cfg.to_dict())
@@ -176,11 +175,8 @@ def _check(cfg: MitStatesConfig, progress: ProgressFactory = no_progress) -> Any
         report.notes.append(f"test nouns with one adjective (no query; GeneCIS asserts two): "
                             f"{', '.join(single)}")
     files = file_items(str(p) for _, _, p in items)
-    result = check_images(files, total=len(files), progress=progress,
-                          threads=cfg.num_workers, what="MIT-States test images")
-    add_image_issues(report, result, source=_IMAGES_SOURCE, max_bad=cfg.max_missing,
-                     skip_note="{n} image(s) undecodable, within --max-missing: their queries "
-                     "would be skipped")
+    report_images(report, files, cfg, progress, what="MIT-States test images",
+                  source=_IMAGES_SOURCE)
     return report
 
 
