@@ -378,13 +378,18 @@ class _Run:
 
 
 def _fold_cell(per_fold: np.ndarray) -> dict[str, Any]:
-    """``{mean, std, folds}`` of one metric's per-fold values (std with ``ddof = 1``)."""
+    """``{mean, ci_low, ci_high, std, folds}`` of one metric's per-fold values: the cell
+    shape of every benchmark (``mean``, 95% interval) plus the fold statistics. The folds are
+    bootstrap replicates of the test set, so the interval is their 2.5 / 97.5 percentiles
+    (``numpy.quantile``, linear); ``std`` uses ``ddof = 1`` (the published ``mean ± std``)."""
     mean, std = weighted_mean_std(per_fold[:, None], axis=0)
-    return {"mean": float(mean[0]), "std": float(std[0]), "folds": per_fold.tolist()}
+    low, high = np.quantile(per_fold, [0.025, 0.975]) if per_fold.size else (np.nan, np.nan)
+    return {"mean": float(mean[0]), "ci_low": float(low), "ci_high": float(high),
+            "std": float(std[0]), "folds": per_fold.tolist()}
 
 
 def _fold_cells(rec: np.ndarray, cfg: LRVSFConfig) -> dict[str, dict[str, dict[str, Any]]]:
-    """``{n: {k: {mean, std, folds}}}`` of an ``(F, L, K)`` recall array."""
+    """``{n: {k: {mean, ci_low, ci_high, std, folds}}}`` of an ``(F, L, K)`` recall array."""
     return {str(n): {str(k): _fold_cell(rec[:, li, j]) for j, k in enumerate(cfg.ks)}
             for li, n in enumerate(cfg.n_dists)}
 
