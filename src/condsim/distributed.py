@@ -4,6 +4,13 @@ Each rank encodes a contiguous shard of the image list into the shared embedding
 (content-addressed, append-only: ranks never overwrite each other), then rank 0 reads every
 row back in the original order and writes the output file. Without a process group this is
 a plain single-process encode, so 1 process and N processes give the same file.
+
+Evaluation uses the same idea (:func:`shared_encode`): before a benchmark encodes its split,
+the unique images (then the unique queries) are split over the ranks, each rank encodes its
+shard into the cache, the ranks agree on errors (:func:`agree`: one ``all_gather`` of each
+rank's error message, which is also the barrier), and every rank then reads the whole split
+from the cache, so the benchmark's own code runs unchanged and encodes nothing more. An
+exception on one rank becomes the same :class:`~condsim.errors.DataError` on every rank.
 """
 
 from __future__ import annotations
@@ -13,10 +20,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch.distributed as dist
 
 from condsim.cache.encode import encode_cached, query_namespace
-from condsim.cache.store import EmbeddingCache, item_keys
+from condsim.cache.store import KEY_DTYPE, EmbeddingCache, item_keys
 from condsim.errors import DataError
 from condsim.io import atomic_save_npy
 
@@ -27,6 +35,88 @@ def _rank_world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+def rank_world() -> tuple[int, int]:
+    """``(rank, world size)`` of the active process group, ``(0, 1)`` without one."""
+    return _rank_world()
+
+
+def is_main_process() -> bool:
+    """Whether this process writes files and prints (rank 0, or no process group)."""
+    return _rank_world()[0] == 0
+
+
+def agree(error: str | None, what: str) -> None:
+    """Collective error check: every rank passes its error message (``None``: fine); when any
+    rank has one, every rank raises the same :class:`DataError` naming the first failing
+    rank. Also a barrier. Without a process group, raises ``error`` when set."""
+    rank, world = _rank_world()
+    if world == 1:
+        if error is not None:
+            raise DataError(f"{what}: {error}")
+        return
+    messages: list[str | None] = [None] * world
+    dist.all_gather_object(messages, error)
+    failed = [(r, m) for r, m in enumerate(messages) if m is not None]
+    if failed:
+        r, m = failed[0]
+        more = f" ({len(failed) - 1} more rank(s) failed)" if len(failed) > 1 else ""
+        raise DataError(f"{what}: rank {r}: {m}{more}")
+
+
+def shard_bounds(n: int, rank: int, world: int) -> tuple[int, int]:
+    """The contiguous ``[start, stop)`` of ``n`` items that ``rank`` of ``world`` takes."""
+    return rank * n // world, (rank + 1) * n // world
+
+
+def _encode_shard(model: Any, cache: EmbeddingCache, items: Sequence[Any], keys: np.ndarray,
+                  conditions: Sequence[str] | None, target_keys: np.ndarray | None, *,
+                  batch_size: int, num_workers: int, what: str) -> None:
+    """This rank's contiguous shard of the unique ``keys`` encoded into ``cache``; the ranks
+    agree on errors, then ``cache`` sees every rank's rows. Undecodable images are left out
+    (the caller's own pass finds them again, on every rank alike, and applies its policy)."""
+    rank, world = _rank_world()
+    _, first = np.unique(keys, return_index=True)
+    order = np.sort(first)
+    start, stop = shard_bounds(order.size, rank, world)
+    sel = order[start:stop]
+    error: str | None = None
+    try:
+        if sel.size:
+            encode_cached(model, cache, [items[i] for i in sel],
+                          None if conditions is None else [conditions[i] for i in sel],
+                          keys=keys[sel],
+                          target_keys=None if target_keys is None else target_keys[sel],
+                          batch_size=batch_size, num_workers=num_workers,
+                          what=f"rank {rank} {what} shard")
+    except Exception as e:  # noqa: BLE001 - every rank must learn of it, or the others hang
+        error = f"{type(e).__name__}: {e}"
+    agree(error, what)
+    cache.refresh()
+
+
+def shared_encode(model: Any, cache: EmbeddingCache, targets: Sequence[Any],
+                  target_keys: np.ndarray, queries: Sequence[Any], query_conditions:
+                  Sequence[str], query_keys: np.ndarray, query_target_keys: np.ndarray, *,
+                  batch_size: int = 64, num_workers: int = 0, what: str = "images") -> None:
+    """Under a process group, encode ``targets`` (gallery images, image-only queries) and the
+    composed ``queries`` (with ``query_conditions``) across the ranks into the shared
+    ``cache``, each unique key once across the job: targets first (with the query images too
+    when the model composes queries from target embeddings), then the queries. Every rank
+    returns with every encodable item cached. Without a process group, does nothing."""
+    if _rank_world()[1] == 1:
+        return
+    enc = {"batch_size": batch_size, "num_workers": num_workers}
+    items, keys = list(targets), np.asarray(target_keys, KEY_DTYPE)
+    if queries and bool(getattr(model, "composes_from_targets", False)):
+        items += list(queries)
+        keys = np.concatenate([keys, np.asarray(query_target_keys, KEY_DTYPE)])
+    _encode_shard(model, cache, items, keys, None, None, what=f"{what} images", **enc)
+    if queries:
+        _encode_shard(model, cache, list(queries), np.asarray(query_keys),
+                      list(query_conditions), np.asarray(query_target_keys),
+                      what=f"{what} queries", **enc)
 
 
 def encode_distributed(

@@ -37,7 +37,7 @@ from condsim.benchmarks.retrieval import (
     summarize_recalls,
 )
 from condsim.benchmarks.spec import BenchmarkSpec, Pairing, SharedOptions, option
-from condsim.cache.encode import pending_images
+from condsim.cache.encode import pending_images, query_namespace
 from condsim.data.crops import CROP_MODES
 from condsim.data.genecis import (
     DUPLICATE_POLICIES,
@@ -146,6 +146,7 @@ def evaluate(model: Any, cfg: GenecisConfig, *, progress: ProgressFactory = no_p
         unique_items=len(images) if composes else len(cand_refs) + len(query_pairs),
     )
     enc = {"batch_size": cfg.batch_size, "num_workers": cfg.num_workers}
+    n_shared = _share_encoding(model, cache, cand_refs, query_pairs, digests, cfg)
     cand_emb, cand_err, n1 = encode_unique(
         model, cache, cand_refs, digests,
         progress=progress("encode gallery images", len(cand_refs)), what="GeneCIS gallery",
@@ -155,7 +156,7 @@ def evaluate(model: Any, cfg: GenecisConfig, *, progress: ProgressFactory = no_p
         model, cache, [r for r, _ in query_pairs], digests, [c for _, c in query_pairs],
         progress=progress("encode queries", len(query_pairs)), what="GeneCIS queries", **enc,
     )
-    counts.encoded_now = new_images if composes else n1 + n2
+    counts.encoded_now = new_images if composes else (n1 + n2 if n_shared is None else n_shared)
     if cand_err or q_err:
         tasks = _drop_undecodable(cfg, tasks, skipped, len(missing),
                                   {cand_refs[i] for i in cand_err},
@@ -206,6 +207,28 @@ def evaluate(model: Any, cfg: GenecisConfig, *, progress: ProgressFactory = no_p
     }
     return make_result(SPEC, model, cfg, metrics, protocol=protocol, skipped=skipped,
                        failures=failures, cache=cache)
+
+
+def _share_encoding(model: Any, cache: Any, cand_refs: Sequence[Any],
+                    query_pairs: Sequence[tuple[Any, str]], digests: FileDigests,
+                    cfg: GenecisConfig) -> int | None:
+    """Under ``torchrun``: the unique candidate images, then the unique queries, encoded
+    across the ranks into the shared cache (:func:`condsim.distributed.shared_encode`), so
+    that the single-process pass that follows reads them from the cache. Returns how many
+    were not cached before (the job's ``encoded_now``); ``None`` without a process group."""
+    from condsim.distributed import rank_world, shared_encode
+
+    if rank_world()[1] == 1:
+        return None
+    refs = [r for r, _ in query_pairs]
+    conds = [c for _, c in query_pairs]
+    cand_keys = ref_keys(cand_refs, digests)
+    q_keys = ref_keys(refs, digests, conds, namespace=query_namespace(model))
+    before = int((cache.lookup(cand_keys) < 0).sum() + (cache.lookup(q_keys) < 0).sum())
+    shared_encode(model, cache, cand_refs, cand_keys, refs, conds, q_keys,
+                  ref_keys(refs, digests), batch_size=cfg.batch_size,
+                  num_workers=cfg.num_workers, what="GeneCIS")
+    return before
 
 
 def _condition_runs(model: Any, cache: Any, cfg: GenecisConfig, qs: Sequence[GenecisQuery],

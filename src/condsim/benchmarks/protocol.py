@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from condsim.benchmarks.retrieval import FileDigests, encode_unique, summarize_recalls
-from condsim.cache.encode import encode_cached
-from condsim.cache.store import EmbeddingCache
+from condsim.benchmarks.retrieval import FileDigests, encode_unique, ref_keys, summarize_recalls
+from condsim.cache.encode import encode_cached, query_namespace
+from condsim.cache.store import KEY_DTYPE, EmbeddingCache, item_keys
 from condsim.data.crops import ImageRef
 from condsim.errors import DataError
 from condsim.paths import default_cache_dir
@@ -182,14 +182,52 @@ def _name(item: Item, i: int) -> str:
     return item.path if isinstance(item, ImageRef) else f"item {i}"
 
 
+def _item_keys(model: Any, items: Sequence[Item], conditions: Sequence[str] | None,
+               digests: FileDigests) -> np.ndarray:
+    """The cache key of each item (a file: :func:`ref_keys`; bytes: :func:`item_keys`), as
+    :func:`_encode_items` computes them."""
+    ns = query_namespace(model)
+    keys = np.empty(len(items), KEY_DTYPE)
+    for i, x in enumerate(items):
+        cond = None if conditions is None else [conditions[i]]
+        keys[i] = (ref_keys([x], digests, cond, namespace=ns) if isinstance(x, ImageRef)
+                   else item_keys([x], cond, namespace=ns))[0]
+    return keys
+
+
+def _share_split(model: Any, cache: EmbeddingCache, split: CIRSplit, present: Sequence[int],
+                 cfg: Any, digests: FileDigests) -> None:
+    """Under ``torchrun``: the split's present gallery images and existing query images
+    encoded across the ranks into the shared cache (:func:`condsim.distributed.shared_encode`),
+    so that the single-process pass that follows reads them all from the cache."""
+    from condsim.distributed import rank_world, shared_encode
+
+    if rank_world()[1] == 1:
+        return
+    exists = [i for i, q in enumerate(split.queries)
+              if not (isinstance(q, ImageRef) and not Path(q.path).is_file())]
+    plain = [i for i in exists if split.conditions[i] is None]
+    composed = [i for i in exists if split.conditions[i] is not None]
+    targets = [split.gallery[j] for j in present] + [split.queries[i] for i in plain]
+    queries = [split.queries[i] for i in composed]
+    conds = [str(split.conditions[i]) for i in composed]
+    shared_encode(model, cache, targets, _item_keys(model, targets, None, digests), queries,
+                  conds, _item_keys(model, queries, conds, digests),
+                  _item_keys(model, queries, None, digests), batch_size=cfg.batch_size,
+                  num_workers=cfg.num_workers, what=split.label)
+
+
 def encode_split(model: Any, cache: EmbeddingCache, split: CIRSplit, cfg: Any,
                  budget: MissingBudget, progress: ProgressFactory) -> EncodedSplit:
-    """Apply the missing/undecodable policy and encode the gallery and the queries."""
+    """Apply the missing/undecodable policy and encode the gallery and the queries. Under
+    ``torchrun`` the ranks first encode disjoint shards of the split into the shared cache;
+    then every rank reads the whole split and applies the policy alike (same errors)."""
     digests = FileDigests()
     gallery = split.gallery
     missing = {j for j, x in enumerate(gallery)
                if isinstance(x, ImageRef) and not Path(x.path).is_file()}
     present = [j for j in range(len(gallery)) if j not in missing]
+    _share_split(model, cache, split, present, cfg, digests)
     g_emb = np.full((len(gallery), model.meta.embedding_dim), np.nan, np.float32)
     if present:
         emb, errors = _encode_items(model, cache, [gallery[j] for j in present], None, digests,
@@ -360,7 +398,10 @@ def make_result(spec: Any, model: Any, cfg: Any, metrics: dict[str, Any], *,
                 failures: list[dict[str, Any]], cache: EmbeddingCache | None = None,
                 extra: dict[str, Any] | None = None) -> RunResult:
     """The run's :class:`RunResult`: the spec's metadata, the variant fields and the
-    bootstrap settings in ``protocol``; the config in ``extra``; cache repairs counted."""
+    bootstrap settings in ``protocol``; the config and the number of processes that ran it
+    (``world_size``: the metrics do not depend on it) in ``extra``; cache repairs counted."""
+    from condsim.distributed import rank_world
+
     proto = {**spec.meta(), **{v: getattr(cfg, v) for v in spec.variants}, **protocol,
              "bootstrap": {"n_resamples": cfg.n_bootstrap, "seed": cfg.seed, "level": 0.95,
                            "unit": "query"}}
@@ -372,7 +413,7 @@ def make_result(spec: Any, model: Any, cfg: Any, metrics: dict[str, Any], *,
     return RunResult(benchmark=spec.name, model=model.meta.to_dict(), protocol=proto,
                      seed=cfg.seed, headline=headline_of(spec, metrics), metrics=metrics,
                      skipped=skipped, extra={"config": cfg.to_dict(), "failures": failures,
-                                             **(extra or {})})
+                                             "world_size": rank_world()[1], **(extra or {})})
 
 
 def _as_dict(x: Any) -> Any:

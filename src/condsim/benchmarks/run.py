@@ -106,8 +106,11 @@ def model_card(result: Any) -> dict[str, Any]:
 
 
 def save_run(spec: BenchmarkSpec, result: Any, out_dir: str | Path | None) -> None:
-    """Write ``results.json`` and ``model_card.yaml`` (atomically) when ``out_dir`` is set."""
-    if out_dir is None:
+    """Write ``results.json`` and ``model_card.yaml`` (atomically) when ``out_dir`` is set;
+    under ``torchrun`` only rank 0 writes."""
+    from condsim.distributed import is_main_process
+
+    if out_dir is None or not is_main_process():
         return
     from condsim.results.yaml_card import write_yaml
 

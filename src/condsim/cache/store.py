@@ -359,6 +359,11 @@ class EmbeddingCache:
         if new_keys:
             self._add_rows(new_keys)
 
+    def refresh(self) -> None:
+        """Index the shards other processes committed since this object last looked (e.g.
+        the other ranks' shards after a barrier)."""
+        self._refresh()
+
     def _claimed_rows(self, stem: str) -> int:
         """Rows a damaged shard claims to hold (for ``dropped_rows``), 0 when unknown."""
         try:

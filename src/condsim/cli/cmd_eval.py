@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import typing
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Optional
 
@@ -121,25 +122,32 @@ def make_command(spec: Any) -> Any:
 
     def command(**given: Any) -> None:
         from condsim.benchmarks.run import model_from, save_run
-        from condsim.progress import rich_progress
+        from condsim.distributed import is_main_process
+        from condsim.progress import no_progress, rich_progress
         from condsim.results.tables import metrics_table
+        from condsim.training.trainer import maybe_init_distributed
 
         model_name, out = given.pop("model"), Path(given.pop("out"))
         cfg = config_from_flags(spec, given, f"condsim eval {spec.name}")
         check_out_dir(out)
         if cfg.cache_dir:
             check_out_dir(cfg.cache_dir, "--cache-dir")
+        maybe_init_distributed()  # under torchrun: the ranks share encoding; rank 0 reports
+        main_rank = is_main_process()
         encoder = model_from(model_name, cfg)
         submitting = spec.submit is not None and getattr(cfg, "split", None) in \
             spec.submit_splits
-        with rich_progress() as progress:
+        with (rich_progress() if main_rank else nullcontext(no_progress)) as progress:
             if submitting:
                 files = spec.submit(encoder, cfg, out, progress=progress)
                 paths = files.values() if isinstance(files, dict) else [files]
-                console.print("wrote " + " and ".join(str(p) for p in paths))
+                if main_rank:
+                    console.print("wrote " + " and ".join(str(p) for p in paths))
                 return
             result = spec.evaluate(encoder, cfg, progress=progress)
             save_run(spec, result, out)
+        if not main_rank:
+            return
         for item in (spec.render(result) if spec.render else [metrics_table(result)]):
             console.print(item)
         h = result.headline

@@ -1,0 +1,159 @@
+"""Evaluation under torch.distributed: 2 gloo processes give the metrics of 1 process, encode
+every image once across the ranks, and stop together on a bad image (no hang)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing as mp
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from condsim.benchmarks.cirr import CirrConfig
+from condsim.benchmarks.run import run_benchmark
+from condsim.data.cirr import read_cirr
+from condsim.synthetic.cirr import write_cirr
+from stubs import HashEncoder
+
+TIMEOUT = 60  # seconds for a 2-process run, startup included
+
+
+class RecordingEncoder(HashEncoder):
+    """:class:`HashEncoder` that records a digest of every image (and condition) it encodes;
+    ``fail_on_rank`` makes it raise on that rank."""
+
+    def __init__(self, fail_on_rank: int | None = None) -> None:
+        self.targets: list[str] = []
+        self.queries: list[str] = []
+        self.fail_on_rank = fail_on_rank
+
+    def _check(self) -> None:
+        import torch.distributed as dist
+
+        if self.fail_on_rank is not None and dist.is_initialized() \
+                and dist.get_rank() == self.fail_on_rank:
+            raise OSError("disk on fire")
+
+    def encode_targets(self, images):
+        self._check()
+        self.targets += [hashlib.md5(im.tobytes()).hexdigest() for im in images]
+        return super().encode_targets(images)
+
+    def encode_queries(self, images, conditions):
+        self._check()
+        self.queries += [hashlib.md5(im.tobytes() + c.encode()).hexdigest()
+                         for im, c in zip(images, conditions, strict=True)]
+        return super().encode_queries(images, conditions)
+
+
+def _config(kind: str, root: str, cache: str) -> Any:
+    if kind == "genecis":
+        from condsim.benchmarks.genecis import GenecisConfig
+
+        r = Path(root)
+        return GenecisConfig(annotations=str(r / "annotations"),
+                             coco_root=str(r / "coco" / "val2017"),
+                             vg_roots=(str(r / "vg" / "VG_100K"), str(r / "vg" / "VG_100K_2")),
+                             cache_dir=cache, n_bootstrap=100)
+    return CirrConfig(root=root, cache_dir=cache, n_bootstrap=100)
+
+
+def _run(root: str, cache: str, out: str | None, fail_on_rank: int | None,
+         kind: str = "cirr") -> dict[str, Any]:
+    enc = RecordingEncoder(fail_on_rank)
+    cfg = _config(kind, root, cache)
+    record: dict[str, Any] = {}
+    try:
+        res = run_benchmark(enc, cfg, out)
+        record["metrics"] = json.dumps(res.metrics, sort_keys=True)
+        record["world_size"] = res.extra["world_size"]
+    except Exception as e:  # noqa: BLE001 - reported to the test
+        record["error"] = f"{type(e).__name__}: {e}"
+    record.update(targets=enc.targets, queries=enc.queries)
+    return record
+
+
+def _worker(rank: int, init: str, root: str, cache: str, out: str, fail_on_rank: int | None,
+            report: str, kind: str) -> None:
+    import torch.distributed as dist
+
+    os.environ["OMP_NUM_THREADS"] = "1"
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
+    record = _run(root, cache, out, fail_on_rank, kind)
+    Path(report, f"rank{rank}.json").write_text(json.dumps(record))
+    dist.destroy_process_group()
+
+
+def _two_ranks(tmp: Path, root: Path, fail_on_rank: int | None = None, kind: str = "cirr"
+               ) -> list[dict[str, Any]]:
+    ctx = mp.get_context("spawn")
+    init = f"file://{tmp / 'pg'}"
+    procs = [ctx.Process(target=_worker, args=(r, init, str(root), str(tmp / "c2"),
+                                               str(tmp / "out2"), fail_on_rank, str(tmp), kind))
+             for r in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(TIMEOUT)
+    alive = [p for p in procs if p.is_alive()]
+    for p in alive:
+        p.kill()
+    assert not alive, "a rank hung"
+    return [json.loads((tmp / f"rank{r}.json").read_text()) for r in range(2)]
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> Path:
+    return write_cirr(tmp_path_factory.mktemp("cirr"), n_queries=30, n_train=0, seed=0)
+
+
+def _check_equal_and_once(one: dict[str, Any], ranks: list[dict[str, Any]]) -> None:
+    assert "error" not in one and one["world_size"] == 1
+    for r in ranks:
+        assert "error" not in r, r["error"]
+        assert r["metrics"] == one["metrics"] and r["world_size"] == 2
+    # every image and every query encoded exactly once across the ranks
+    targets = ranks[0]["targets"] + ranks[1]["targets"]
+    queries = ranks[0]["queries"] + ranks[1]["queries"]
+    assert sorted(targets) == sorted(one["targets"]) and len(set(targets)) == len(targets)
+    assert sorted(queries) == sorted(one["queries"]) and len(set(queries)) == len(queries)
+    assert ranks[0]["targets"] and ranks[1]["targets"]  # both ranks did work
+
+
+def test_cirr_two_ranks_equal_one_and_encode_once(root, tmp_path):
+    one = _run(str(root), str(tmp_path / "c1"), str(tmp_path / "out1"), None)
+    _check_equal_and_once(one, _two_ranks(tmp_path, root))
+    # rank 0 alone wrote results.json, with the same metrics
+    saved = json.loads((tmp_path / "out2" / "results.json").read_text())
+    assert json.dumps(saved["metrics"], sort_keys=True) == one["metrics"]
+    assert saved["extra"]["world_size"] == 2
+
+
+def test_corrupt_image_stops_both_ranks(root, tmp_path):
+    bad = tmp_path / "bad"
+    import shutil
+
+    shutil.copytree(root, bad)
+    _, gallery = read_cirr(bad, "val")
+    last = Path(list(gallery.values())[-1].path)  # in rank 1's shard
+    last.write_bytes(b"not an image")
+    ranks = _two_ranks(tmp_path, bad)
+    errors = [r.get("error", "") for r in ranks]
+    assert errors[0] == errors[1] and "DataError" in errors[0] and last.name in errors[0]
+
+
+def test_exception_on_rank_1_stops_both_ranks(root, tmp_path):
+    ranks = _two_ranks(tmp_path, root, fail_on_rank=1)
+    errors = [r.get("error", "") for r in ranks]
+    assert errors[0] == errors[1] and "rank 1" in errors[0] and "disk on fire" in errors[0]
+
+
+def test_genecis_two_ranks_equal_one_and_encode_once(tmp_path):
+    from condsim.synthetic.genecis import write_genecis
+
+    root = write_genecis(tmp_path / "g", n_per_task=8, seed=0)
+    one = _run(str(root), str(tmp_path / "c1"), None, None, "genecis")
+    _check_equal_and_once(one, _two_ranks(tmp_path, root, kind="genecis"))
