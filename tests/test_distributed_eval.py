@@ -50,6 +50,15 @@ class RecordingEncoder(HashEncoder):
 
 
 def _config(kind: str, root: str, cache: str) -> Any:
+    if kind == "lrvsf":
+        from condsim.benchmarks.lrvsf import LRVSFConfig
+
+        # small blocks and aggregated batches: several of each per rank; "status" stands in
+        # for a distractor category column (same-category recall), plus the condition test
+        return LRVSFConfig(data_root=root, n_dists=(50, 200), folds="seeded", seed=3,
+                           cache_dir=cache, batch_size=16, block_size=16,
+                           aggregate_batches=20, fragments_readahead=0,
+                           dist_category_col="status", condition_test=True)
     if kind == "genecis":
         from condsim.benchmarks.genecis import GenecisConfig
 
@@ -70,6 +79,7 @@ def _run(root: str, cache: str, out: str | None, fail_on_rank: int | None,
         res = run_benchmark(enc, cfg, out)
         record["metrics"] = json.dumps(res.metrics, sort_keys=True)
         record["world_size"] = res.extra["world_size"]
+        record["skipped"] = json.dumps(res.skipped, sort_keys=True)
     except Exception as e:  # noqa: BLE001 - reported to the test
         record["error"] = f"{type(e).__name__}: {e}"
     record.update(targets=enc.targets, queries=enc.queries)
@@ -157,3 +167,54 @@ def test_genecis_two_ranks_equal_one_and_encode_once(tmp_path):
     root = write_genecis(tmp_path / "g", n_per_task=8, seed=0)
     one = _run(str(root), str(tmp_path / "c1"), None, None, "genecis")
     _check_equal_and_once(one, _two_ranks(tmp_path, root, kind="genecis"))
+
+
+@pytest.fixture(scope="module")
+def lrvsf_root(tmp_path_factory) -> Path:
+    from condsim.synthetic.lrvsf import write_lrvsf
+
+    return write_lrvsf(tmp_path_factory.mktemp("lrvsf"), n_products=16, n_distractors=90,
+                       files=3, seed=0, corrupt_distractors=4)
+
+
+def test_lrvsf_two_ranks_equal_one_and_encode_once(lrvsf_root, tmp_path):
+    one = _run(str(lrvsf_root), str(tmp_path / "c1"), str(tmp_path / "out1"), None, "lrvsf")
+    ranks = _two_ranks(tmp_path, lrvsf_root, kind="lrvsf")
+    _check_equal_and_once(one, ranks)
+    # the corrupt distractors are skipped and counted as by 1 process (same rows named; the
+    # decoder's messages hold object addresses)
+    def corrupt(record: dict[str, Any]) -> tuple[int, list[str]]:
+        skipped = json.loads(record["skipped"])
+        return skipped["corrupt_distractors"], [e.split(":")[0] for e in skipped["examples"]]
+
+    assert corrupt(one)[0] == 4
+    assert all(corrupt(r) == corrupt(one) for r in ranks)
+    saved = json.loads((tmp_path / "out2" / "results.json").read_text())
+    assert json.dumps(saved["metrics"], sort_keys=True) == one["metrics"]
+    assert saved["extra"]["world_size"] == 2
+
+
+def test_lrvsf_corrupt_product_stops_both_ranks(lrvsf_root, tmp_path):
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    bad = tmp_path / "bad"
+    shutil.copytree(lrvsf_root, bad)
+    table = pq.read_table(bad / "products.parquet")
+    col = table.column("SIMPLE_IMG").to_pylist()
+    col[-1] = b"not an image"  # the last product: in rank 1's shard
+    i = table.schema.get_field_index("SIMPLE_IMG")
+    table = table.set_column(i, "SIMPLE_IMG", pa.array(col, table.schema.field(i).type))
+    pq.write_table(table, bad / "products.parquet")
+    ranks = _two_ranks(tmp_path, bad, kind="lrvsf")
+    errors = [r.get("error", "") for r in ranks]
+    assert errors[0] == errors[1] and "DataError" in errors[0]
+    assert "products.parquet" in errors[0] and "cannot be decoded" in errors[0]
+
+
+def test_lrvsf_exception_on_rank_1_stops_both_ranks(lrvsf_root, tmp_path):
+    ranks = _two_ranks(tmp_path, lrvsf_root, fail_on_rank=1, kind="lrvsf")
+    errors = [r.get("error", "") for r in ranks]
+    assert errors[0] == errors[1] and "rank 1" in errors[0] and "disk on fire" in errors[0]

@@ -16,9 +16,11 @@ exception on one rank becomes the same :class:`~condsim.errors.DataError` on eve
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch.distributed as dist
@@ -30,8 +32,28 @@ from condsim.io import atomic_save_npy
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
+
+#: set inside :func:`single_process`: collectives are skipped even with a process group
+_SOLO: ContextVar[bool] = ContextVar("condsim_single_process", default=False)
+
+
+@contextmanager
+def single_process() -> Iterator[None]:
+    """Inside, this process acts as a job of its own (``rank_world() == (0, 1)``) even under
+    a process group: for work that one rank does alone, e.g. the per-epoch validation that
+    training runs on rank 0 only, which must not wait for the other ranks."""
+    token = _SOLO.set(True)
+    try:
+        yield
+    finally:
+        _SOLO.reset(token)
+
 
 def _rank_world() -> tuple[int, int]:
+    if _SOLO.get():
+        return 0, 1
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
@@ -63,6 +85,52 @@ def agree(error: str | None, what: str) -> None:
         r, m = failed[0]
         more = f" ({len(failed) - 1} more rank(s) failed)" if len(failed) > 1 else ""
         raise DataError(f"{what}: rank {r}: {m}{more}")
+
+
+def run_agreed(fn: Callable[[], T], what: str) -> T:
+    """``fn()``, with its exception shared: under a process group an exception on any rank
+    becomes the same :class:`DataError` on every rank (:func:`agree`, also a barrier), so no
+    rank waits forever in a later collective. Without a process group, ``fn()`` unchanged
+    (its own exception type)."""
+    if _rank_world()[1] == 1:
+        return fn()
+    error: str | None = None
+    result: T | None = None
+    try:
+        result = fn()
+    except Exception as e:  # noqa: BLE001 - every rank must learn of it, or the others hang
+        error = f"{type(e).__name__}: {e}"
+    agree(error, what)
+    return result  # type: ignore[return-value]
+
+
+def all_gather_objects(value: Any) -> list[Any]:
+    """``[value of rank 0, value of rank 1, ...]`` (picklable values); ``[value]`` alone."""
+    rank, world = _rank_world()
+    if world == 1:
+        return [value]
+    out: list[Any] = [None] * world
+    dist.all_gather_object(out, value)
+    return out
+
+
+def all_reduce_sum(arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Element-wise sums over the ranks of int64 ``arrays`` (same shapes on every rank), as
+    one flat ``all_reduce``: ``out_i = sum_r arrays_i^(r)``, exact for integers. Without a
+    process group, the arrays themselves."""
+    if _rank_world()[1] == 1:
+        return [np.asarray(a) for a in arrays]
+    import torch
+
+    flat = torch.from_numpy(np.concatenate([np.ascontiguousarray(a, np.int64).ravel()
+                                            for a in arrays]))
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    out, at = [], 0
+    total = flat.numpy()
+    for a in arrays:
+        out.append(total[at:at + a.size].reshape(a.shape).copy())
+        at += a.size
+    return out
 
 
 def shard_bounds(n: int, rank: int, world: int) -> tuple[int, int]:

@@ -32,9 +32,17 @@ from condsim.benchmarks.protocol import (
     reliance_metrics,
 )
 from condsim.benchmarks.spec import BenchmarkSpec, Pairing, SharedOptions, option
-from condsim.cache.encode import encode_cached
-from condsim.cache.store import CachedRows, EmbeddingCache
+from condsim.cache.encode import encode_cached, query_namespace
+from condsim.cache.store import CachedRows, EmbeddingCache, item_keys
 from condsim.data import lrvsf as data
+from condsim.distributed import (
+    all_gather_objects,
+    all_reduce_sum,
+    rank_world,
+    run_agreed,
+    shard_bounds,
+    shared_encode,
+)
 from condsim.errors import CondsimError, DataError
 from condsim.metrics.recall import weighted_mean_std
 from condsim.models.base import require_condition_kind
@@ -44,7 +52,12 @@ from condsim.registry import register_benchmark
 from condsim.results.failures import collect_failures, parquet_ref
 from condsim.results.run_result import RunResult
 from condsim.results.yaml_card import lrvsf_model_index
-from condsim.search.exact import DistractorDraws, fold_rank_counts
+from condsim.search.exact import (
+    DistractorDraws,
+    FoldCounts,
+    finish_counts,
+    fold_rank_counts,
+)
 
 __all__ = [
     "KS", "DIST_COUNTS", "NFOLDS", "LRVSFConfig", "evaluate",
@@ -207,56 +220,84 @@ class _Run:
         folds, folds_source = load_folds(cfg.folds, n_products, cfg.seed)
 
         enc = {"batch_size": cfg.batch_size, "num_workers": cfg.num_workers}
-        q_rows, q_err = encode_cached(
-            model, cache, products.query_images, products.conditions,
-            progress=progress("encode queries", n_products),
-            what="products.parquet COMPLEX_IMG", **enc,
-        )
-        t_rows, t_err = encode_cached(
-            model, cache, products.target_images, None,
-            progress=progress("encode targets", n_products),
-            what="products.parquet SIMPLE_IMG", **enc,
-        )
-        if q_err or t_err:
-            rows = sorted(set(q_err) | set(t_err))
-            first = (q_err | t_err)[rows[0]]
-            raise DataError(
-                f"products.parquet: {len(rows)} product image(s) cannot be decoded (rows "
-                f"{rows[:10]}; first: {first}); products define the benchmark and cannot be "
-                "skipped"
+        rank, world = rank_world()
+        _share_products(model, cache, products.target_images, products.query_images,
+                        products.conditions, cfg)
+
+        def encode_products() -> tuple[np.ndarray, np.ndarray]:
+            q_rows, q_err = encode_cached(
+                model, cache, products.query_images, products.conditions,
+                progress=progress("encode queries", n_products),
+                what="products.parquet COMPLEX_IMG", **enc,
             )
-        queries, targets = cache.read(q_rows), cache.read(t_rows)
+            t_rows, t_err = encode_cached(
+                model, cache, products.target_images, None,
+                progress=progress("encode targets", n_products),
+                what="products.parquet SIMPLE_IMG", **enc,
+            )
+            if q_err or t_err:
+                rows = sorted(set(q_err) | set(t_err))
+                first = (q_err | t_err)[rows[0]]
+                raise DataError(
+                    f"products.parquet: {len(rows)} product image(s) cannot be decoded (rows "
+                    f"{rows[:10]}; first: {first}); products define the benchmark and cannot "
+                    "be skipped"
+                )
+            return cache.read(q_rows), cache.read(t_rows)
+
+        queries, targets = run_agreed(encode_products, "products.parquet")
         failures = product_failures(queries, targets, products.conditions, cfg.data_root)
 
         n_total = data.count_distractors(cfg.data_root, cfg.dist_img_col)
-        bar = progress("encode distractors", n_total)
-        dist_rows: list[np.ndarray] = []
-        dist_kept: list[np.ndarray] = []  # positions of the usable distractors in the files
-        corrupt = 0
-        corrupt_examples: list[str] = []
-        seen = 0
-        for batch in data.iter_distractor_batches(
-            cfg.data_root, cfg.dist_img_col, cfg.aggregate_batches,
-            cfg.fragments_readahead, cfg.dev_run,
-        ):
-            nulls = [i for i, b in enumerate(batch) if b is None]
-            images = [b if b is not None else b"" for b in batch]
-            rows, errors = encode_cached(
-                model, cache, images, None, progress=bar, what="distractors", **enc
-            )
-            corrupt += len(errors)
-            corrupt_examples += [f"row {seen + i}: {m}" for i, m in
-                                 list(errors.items())[: max(0, 5 - len(corrupt_examples))]]
-            if nulls:
-                logger.warning("distractors: %d null images skipped", len(nulls))
-            dist_rows.append(rows[rows >= 0])
-            dist_kept.append(np.flatnonzero(rows >= 0) + seen)
-            seen += len(batch)
+        # rank r encodes and scores the contiguous rows [start, stop) of the file order; the
+        # usable rows of the ranks, concatenated in rank order, are the 1-process order
+        if world == 1:
+            start, stop = 0, n_total
+        elif cfg.dev_run:  # the first aggregated batch only: rank 0 takes it whole
+            start, stop = 0, n_total if rank == 0 else 0
+        else:
+            start, stop = shard_bounds(n_total, rank, world)
+        bar = progress("encode distractors", stop - start)
+
+        def encode_distractors() -> tuple[np.ndarray, np.ndarray, int, list[str], int]:
+            dist_rows: list[np.ndarray] = []
+            dist_kept: list[np.ndarray] = []  # positions of the usable distractors in the files
+            corrupt, examples, seen = 0, [], start
+            if stop > start:
+                for batch in data.iter_distractor_batches(
+                    cfg.data_root, cfg.dist_img_col, cfg.aggregate_batches,
+                    cfg.fragments_readahead, cfg.dev_run,
+                    rows=None if world == 1 else (start, stop),
+                ):
+                    nulls = [i for i, b in enumerate(batch) if b is None]
+                    images = [b if b is not None else b"" for b in batch]
+                    rows, errors = encode_cached(
+                        model, cache, images, None, progress=bar, what="distractors", **enc
+                    )
+                    corrupt += len(errors)
+                    examples += [f"row {seen + i}: {m}" for i, m in
+                                 list(errors.items())[: max(0, 5 - len(examples))]]
+                    if nulls:
+                        logger.warning("distractors: %d null images skipped", len(nulls))
+                    dist_rows.append(rows[rows >= 0])
+                    dist_kept.append(np.flatnonzero(rows >= 0) + seen)
+                    seen += len(batch)
+            empty = np.empty(0, np.int64)
+            return (np.concatenate(dist_rows) if dist_rows else empty,
+                    np.concatenate(dist_kept) if dist_kept else empty,
+                    corrupt, examples, seen - start)
+
+        local_rows, kept, corrupt, corrupt_examples, seen = run_agreed(
+            encode_distractors, "distractors")
+        # the job's totals: (usable, corrupt, read, examples) of every rank, in rank order
+        shares = all_gather_objects((int(local_rows.size), corrupt, seen, corrupt_examples))
+        usable = [u for u, _, _, _ in shares]
+        offset, n_avail = sum(usable[:rank]), sum(usable)
+        corrupt, seen = sum(c for _, c, _, _ in shares), sum(n for _, _, n, _ in shares)
+        corrupt_examples = [e for _, _, _, ex in shares for e in ex][:5]
         if corrupt:
             logger.warning("distractors: %d undecodable images skipped (of %d)", corrupt, seen)
-        all_rows = np.concatenate(dist_rows) if dist_rows else np.empty(0, np.int64)
-        distractors = CachedRows(cache, all_rows)
-        n_avail = len(distractors)
+        distractors = CachedRows(cache, local_rows)
         if n_avail == 0 and max(cfg.n_dists) > 0:
             raise DataError("no decodable distractors: cannot draw distractor galleries")
         if n_avail < MIN_RECOMMENDED_DISTRACTORS:
@@ -264,22 +305,27 @@ class _Run:
                 "Only %d distractors available; the benchmark is intended for at least 1M", n_avail
             )
 
-        draws = seeded_draws(cfg.seed, cfg.n_dists, folds.shape[0], max(n_avail, 1))
-        bar = progress("score distractors", n_avail)
-        counts = fold_rank_counts(
+        # the same draws on every rank (they depend on (seed, n, n_avail) alone); each rank
+        # keeps the multiplicity rows of its own usable distractors
+        full = seeded_draws(cfg.seed, cfg.n_dists, folds.shape[0], max(n_avail, 1))
+        draws = DistractorDraws(np.ascontiguousarray(full.mult[offset:offset + local_rows.size])
+                                if local_rows.size else full.mult[:0], full.n_folds,
+                                full.n_sets)
+        del full
+        bar = progress("score distractors", len(distractors))
+        counts = shared_fold_counts(
             queries, targets, distractors, folds, draws,
             block_size=cfg.block_size, device=cfg.device, progress=bar,
         )
         rec = recalls_from_fold_counts(counts, cfg.ks)  # (F, L, K)
         same_category = None
         if cfg.dist_category_col:
-            kept = np.concatenate(dist_kept) if dist_kept else np.empty(0, np.int64)
             dist_cats = data.read_distractor_column(cfg.data_root, cfg.dist_category_col,
                                                     cfg.dist_img_col)
             same_category = same_category_recalls(
                 queries, targets, distractors, products.categories,
                 [dist_cats[i] for i in kept.tolist()], folds, draws, cfg,
-                progress("score same-category galleries", n_avail))
+                progress("score same-category galleries", len(distractors)))
 
         reliance = self.condition_test(model, cache, products, queries, targets, distractors,
                                        folds, draws, rec, progress) if cfg.condition_test \
@@ -325,7 +371,7 @@ class _Run:
             skipped={"corrupt_distractors": corrupt, "examples": corrupt_examples,
                      "cache_repairs": cache_repairs(cache)},
             extra={"config": cfg.to_dict(),
-                   "failures": failures},
+                   "failures": failures, "world_size": world},
         )
 
 
@@ -355,6 +401,7 @@ class _Run:
             if kind in skipped:
                 continue
             conds, counts = perturbed_conditions(products.conditions, kind, cfg.seed)
+            _share_products(model, cache, [], products.query_images, conds, cfg)
             rows, errors = encode_cached(
                 model, cache, products.query_images, conds,
                 progress=progress(f"encode {kind}-condition queries", len(conds)),
@@ -364,7 +411,7 @@ class _Run:
                 raise DataError(f"products.parquet: {len(errors)} {kind}-condition queries "
                                 "failed to encode")
             q = cache.read(rows)
-            counts_p = fold_rank_counts(
+            counts_p = shared_fold_counts(
                 q, targets, distractors, folds, draws, block_size=cfg.block_size,
                 device=cfg.device, progress=progress(f"score {kind} conditions",
                                                      len(distractors)))
@@ -375,6 +422,42 @@ class _Run:
             {"": runs}, cfg, metric=f"recall_at_{cfg.ks[0]}|{cfg.n_dists[-1]}", unit="fold",
             skipped=skipped, top1="share of products whose best product target changes "
             "(distractors left out; ties: lower index)")
+
+
+def shared_fold_counts(queries: np.ndarray, targets: np.ndarray, distractors: Any,
+                       folds: np.ndarray, draws: DistractorDraws, **kwargs: Any) -> FoldCounts:
+    """:func:`~condsim.search.exact.fold_rank_counts` over the job's distractors, each rank
+    passing its own shard ``D_r`` and the rows of ``draws.mult`` of those distractors: the
+    counts are additive, ``greater[p, f, l] = [targets above] + sum_r sum_{j in D_r}
+    mult[j, c] [q_p . d_j > q_p . t_p]`` (the same for ties), so rank 0 alone adds the product
+    targets, every rank counts its shard and one ``all_reduce`` (sum) of the int64
+    ``(P, F, L)`` arrays gives every rank the 1-process counts. An error on any rank is the
+    same :class:`DataError` on every rank. Without a process group: ``fold_rank_counts``."""
+    rank, world = rank_world()
+    if world == 1:
+        return fold_rank_counts(queries, targets, distractors, folds, draws, **kwargs)
+    part = run_agreed(lambda: fold_rank_counts(
+        queries, targets, distractors, folds, draws, include_targets=rank == 0, partial=True,
+        **kwargs), "scoring distractors")
+    greater, ties = all_reduce_sum([part.greater, part.ties])
+    return finish_counts(FoldCounts(products=part.products, weights=part.weights,
+                                    greater=greater, ties=ties))
+
+
+def _share_products(model: Any, cache: EmbeddingCache, targets: Sequence[bytes],
+                    images: Sequence[bytes], conditions: Sequence[str], cfg: LRVSFConfig
+                    ) -> None:
+    """Under ``torchrun``: the product images (targets) and the composed queries
+    (``images`` with ``conditions``) encoded across the ranks into the shared cache
+    (:func:`condsim.distributed.shared_encode`), so that the single-process pass that follows
+    reads them from the cache; undecodable ones are found again by that pass on every rank.
+    Without a process group, nothing."""
+    if rank_world()[1] == 1:
+        return
+    shared_encode(model, cache, targets, item_keys(targets), images, conditions,
+                  item_keys(images, conditions, namespace=query_namespace(model)),
+                  item_keys(images), batch_size=cfg.batch_size, num_workers=cfg.num_workers,
+                  what="LRVS-F products")
 
 
 def _fold_cell(per_fold: np.ndarray) -> dict[str, Any]:
@@ -426,8 +509,8 @@ def same_category_recalls(
     q_aug = np.hstack([queries, (prod - 1.0) * _OTHER_CATEGORY]).astype(np.float32)
     t_aug = np.hstack([targets, prod]).astype(np.float32)
     d_aug = _WithColumns(distractors, onehot(distractor_categories))
-    counts = fold_rank_counts(q_aug, t_aug, d_aug, folds, draws, block_size=cfg.block_size,
-                              device=cfg.device, progress=progress, screen="fp32")
+    counts = shared_fold_counts(q_aug, t_aug, d_aug, folds, draws, block_size=cfg.block_size,
+                                device=cfg.device, progress=progress, screen="fp32")
     return recalls_from_fold_counts(counts, cfg.ks)
 
 

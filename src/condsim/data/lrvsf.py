@@ -220,23 +220,51 @@ def iter_distractor_batches(
     aggregate_batches: int = 100_000,
     fragments_readahead: int = 2,
     dev_run: bool = False,
+    rows: tuple[int, int] | None = None,
 ) -> Iterator[list[bytes | None]]:
     """Yield lists of distractor image bytes, ``>= aggregate_batches`` rows each (but the last).
 
     Memory is bounded by ``aggregate_batches`` images plus pyarrow's readahead. With
     ``dev_run`` only the first aggregated batch is produced, as in the official harness.
+    ``rows = (start, stop)`` yields only the rows ``start <= i < stop`` of the file order
+    (a rank's shard): only the files that overlap the range are opened, and rows of the
+    first such file before ``start`` are read and dropped.
     """
-    ds = distractor_dataset(data_root, dist_img_col)
+    if rows is None:
+        ds = distractor_dataset(data_root, dist_img_col)
+        skip, left = 0, -1
+    else:
+        start, stop = rows
+        files = check_distractor_files(data_root, dist_img_col)
+        chosen: list[str] = []
+        skip, left, offset = 0, max(0, stop - start), 0
+        for path in files:
+            n = int(pq.ParquetFile(path).metadata.num_rows)
+            if offset + n > start and offset < stop:
+                if not chosen:
+                    skip = start - offset
+                chosen.append(str(path))
+            offset += n
+        if not chosen or left == 0:
+            return
+        ds = pds.dataset(chosen, format="parquet")
     batches = ds.to_batches(
         columns=[dist_img_col], fragment_readahead=fragments_readahead, batch_size=READ_BATCH
     )
     pending: list[bytes | None] = []
     for batch in batches:
-        pending.extend(binary_values(batch.column(0), f"distractor column {dist_img_col}"))
-        if len(pending) >= aggregate_batches:
+        values = binary_values(batch.column(0), f"distractor column {dist_img_col}")
+        if skip:
+            dropped = min(skip, len(values))
+            values, skip = values[dropped:], skip - dropped
+        if left >= 0:
+            values = values[:left]
+            left -= len(values)
+        pending.extend(values)
+        if len(pending) >= aggregate_batches or (left == 0 and pending):
             yield pending
             pending = []
-            if dev_run:
+            if dev_run or left == 0:
                 return
     if pending:
         yield pending

@@ -295,6 +295,8 @@ def fold_rank_counts(
     device: str | torch.device | None = None,
     progress: Callable[[int], None] | None = None,
     screen: str = "auto",
+    include_targets: bool = True,
+    partial: bool = False,
 ) -> FoldCounts:
     """Count, for every product query, the fold gallery items above / tied with its target.
 
@@ -307,6 +309,13 @@ def fold_rank_counts(
     certified error bound where bf16 GEMM is fast, see :class:`_BlockRanker`), ``bf16`` or
     ``fp32``: the counts are identical, only the speed differs.
     ``progress`` is called with the number of distractor rows done after each block.
+
+    The counts are additive over distractor shards (``greater = sum_r greater_r``, the same
+    for ``ties``), which is how ranks share the work: rank ``r`` passes its shard ``D_r`` with
+    the matching rows of ``draws.mult``, ``include_targets`` only on one rank (the products'
+    own targets are counted once) and ``partial=True`` on every rank (``ties`` not clamped
+    at 0, so that the shards' arrays add up to the single-process ones before
+    :func:`finish_counts` clamps them).
     """
     q = np.asarray(queries)
     t = np.asarray(targets)
@@ -362,9 +371,10 @@ def fold_rank_counts(
     member = torch.from_numpy((counts > 0).astype(np.float32).T.copy()).to(dev)  # (P, F)
     g_prod = torch.zeros((pa, n_folds), dtype=torch.float64, device=dev)
     t_prod = torch.zeros((pa, n_folds), dtype=torch.float64, device=dev)
-    for start, stop, block in gallery_blocks(tt, block_size, dev):
-        ranker.add(block, member[start:stop], g_prod, t_prod)
-    t_prod -= 1.0
+    if include_targets:
+        for start, stop, block in gallery_blocks(tt, block_size, dev):
+            ranker.add(block, member[start:stop], g_prod, t_prod)
+        t_prod -= 1.0
 
     n_cols = n_folds * n_sets
     g_dist = torch.zeros((pa, n_cols), dtype=torch.float64, device=dev)
@@ -389,10 +399,15 @@ def fold_rank_counts(
 
     greater = g_prod.cpu().numpy()[:, :, None] + per_set(g_dist)
     ties = t_prod.cpu().numpy()[:, :, None] + per_set(t_dist)
-    return FoldCounts(
-        products=products,
-        weights=weights,
-        greater=np.rint(greater).astype(np.int64),
-        # rows of products absent from a fold are meaningless (weight 0): keep them finite
-        ties=np.maximum(np.rint(ties).astype(np.int64), 0),
-    )
+    counts_out = FoldCounts(products=products, weights=weights,
+                            greater=np.rint(greater).astype(np.int64),
+                            ties=np.rint(ties).astype(np.int64))
+    return counts_out if partial else finish_counts(counts_out)
+
+
+def finish_counts(counts: FoldCounts) -> FoldCounts:
+    """``counts`` with ``ties = max(ties, 0)``: the rows of products absent from a fold
+    (weight 0, meaningless) hold ``-1 + distractor ties`` before this; keep them finite and
+    non-negative. Apply once, to the sum of the shards' ``partial`` counts."""
+    return FoldCounts(products=counts.products, weights=counts.weights,
+                      greater=counts.greater, ties=np.maximum(counts.ties, 0))

@@ -250,8 +250,11 @@ class Trainer:
         redundant evaluations)."""
         score = float("nan")
         if self.rank == 0:
+            from condsim.distributed import single_process
+
             self.model.eval()
-            with torch.no_grad():
+            # rank 0 alone: the benchmark must not shard over (and wait for) the other ranks
+            with torch.no_grad(), single_process():
                 score = float(self.validate(_unwrap(self.model)))  # type: ignore[misc]
         if self.world > 1:
             box = torch.tensor([score], dtype=torch.float64, device=collective_device())
