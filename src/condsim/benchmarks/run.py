@@ -33,17 +33,30 @@ def run_benchmark(model: Any, cfg: Any, out_dir: str | Path | None = None, *,
     return result
 
 
-def model_from(model: Any, cfg: Any) -> Any:
-    """A model object: ``model`` itself, or the registered model of that name created with
-    the config's device and precision."""
-    if not isinstance(model, str):
-        return model
+def create_encoder(name: str, device: str | None = None, precision: str = "auto") -> Any:
+    """The registered model ``name`` on ``device`` with ``precision``: the one place the CLI,
+    suites and ``condsim.evaluate`` create models. Without a device, a ``torchrun`` rank on a
+    CUDA machine takes its own GPU (``cuda:$LOCAL_RANK``), else the model's default."""
+    import os
+
+    import torch
+
     from condsim.registry import create_model
 
-    kwargs: dict[str, Any] = {"precision": getattr(cfg, "precision", "auto")}
-    if getattr(cfg, "device", None):
-        kwargs["device"] = cfg.device
-    return create_model(model, **kwargs)
+    if not device and "LOCAL_RANK" in os.environ and torch.cuda.is_available():
+        device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    kwargs: dict[str, Any] = {"precision": precision}
+    if device:
+        kwargs["device"] = device
+    return create_model(name, **kwargs)
+
+
+def model_from(model: Any, cfg: Any) -> Any:
+    """A model object: ``model`` itself, or the registered model of that name created with
+    the config's device and precision (:func:`create_encoder`)."""
+    if not isinstance(model, str):
+        return model
+    return create_encoder(model, getattr(cfg, "device", None), getattr(cfg, "precision", "auto"))
 
 
 def evaluate(model: Any, benchmark: str, out_dir: str | Path | None = None, *,
@@ -120,7 +133,7 @@ def save_run(spec: BenchmarkSpec, result: Any, out_dir: str | Path | None) -> No
 
 
 __all__ = ["SHARED_FIELDS", "evaluate", "generic_model_card", "model_card", "model_from",
-           "run_benchmark", "save_run", "spec_for_config", "compare_runs"]
+           "run_benchmark", "save_run", "spec_for_config", "compare_runs", "create_encoder"]
 
 
 def compare_runs(a: Any, b: Any, *, seed: int = 0, n_resamples: int = 2000,

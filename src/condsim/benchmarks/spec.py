@@ -188,16 +188,19 @@ def _check_scalar(name: str, tp: Any, value: Any, opt: Opt) -> Any:
     return value
 
 
+def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    """``(T, True)`` for ``T | None``, ``(tp, False)`` otherwise."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return (args[0] if len(args) == 1 else tp), len(args) < len(typing.get_args(tp))
+    return tp, False
+
+
 def _check_field(f: dataclasses.Field, tp: Any, value: Any) -> Any:
     """The checked (possibly converted) value of field ``f`` of declared type ``tp``."""
     opt = opt_of(f)
-    optional = False
+    tp, optional = _unwrap_optional(tp)
     origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        optional = len(args) < len(typing.get_args(tp))
-        tp = args[0] if len(args) == 1 else tp
-        origin = typing.get_origin(tp)
     if value is None:
         if optional:
             return None
@@ -370,11 +373,7 @@ def parse_cli_list(text: str, elem: type, split: bool) -> list[Any]:
 def field_elem_type(spec_field: dataclasses.Field, hints: dict[str, Any]) -> tuple[Any, bool,
                                                                                        bool]:
     """``(scalar type, is_tuple, optional)`` of a config field."""
-    tp = hints[spec_field.name]
-    optional = False
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        optional, tp = True, args[0]
+    tp, optional = _unwrap_optional(hints[spec_field.name])
     if typing.get_origin(tp) is tuple:
         return typing.get_args(tp)[0], True, optional
     return tp, False, optional

@@ -14,28 +14,18 @@ from condsim.errors import CondsimError
 console = Console()
 
 
-def int_list(text: str, what: str) -> tuple[int, ...]:
-    """``"10000,100000"`` -> ``(10000, 100000)``; accepts ``10K``/``1M`` suffixes."""
-    out = []
-    for part in text.split(","):
-        part = part.strip().upper().replace("_", "")
-        if not part:
-            continue
-        mult = 1
-        if part[-1] in "KM":
-            mult = 1000 if part[-1] == "K" else 1_000_000
-            part = part[:-1]
-        try:
-            out.append(int(float(part) * mult))
-        except ValueError as exc:
-            raise CondsimError(f"{what}: cannot parse {text!r} as a list of integers") from exc
-    if not out:
-        raise CondsimError(f"{what}: empty list")
-    return tuple(out)
+def _shared_help(name: str) -> str:
+    """The help text of a ``SharedOptions`` field, so hand-written commands describe an
+    option exactly as every ``condsim eval <benchmark>`` does."""
+    import dataclasses
+
+    from condsim.benchmarks.spec import SharedOptions, opt_of
+
+    return next(opt_of(f).help for f in dataclasses.fields(SharedOptions) if f.name == name)
 
 
-WORKERS_HELP = "Decode threads overlapped with the forward pass (0: decode inline)."
-DEVICE_HELP = "cpu | cuda | cuda:N | mps (default: cuda when available)."
+WORKERS_HELP = _shared_help("num_workers")
+DEVICE_HELP = _shared_help("device")
 
 
 def check_out_dir(path: str | Path, what: str = "--out") -> Path:
@@ -83,21 +73,12 @@ def check_device(device: str | None) -> str | None:
     return device
 
 
-PRECISION_HELP = ("Forward precision: auto (bf16 autocast + channels-last on CUDA, fp32 on CPU) "
-                  "| fp32 | bf16 | fp16 (CUDA). Part of the cache identity.")
+PRECISION_HELP = _shared_help("precision")
 
 
 def make_encoder(model: str, device: str | None = None, precision: str = "auto") -> Any:
-    """``create_model`` with the CLI's --device/--precision options. Under torchrun on a
-    CUDA machine each rank defaults to its own GPU (``cuda:$LOCAL_RANK``)."""
-    import torch
+    """The CLI's ``--device`` checked (:func:`check_device`), then
+    :func:`condsim.benchmarks.run.create_encoder`."""
+    from condsim.benchmarks.run import create_encoder
 
-    from condsim.registry import create_model
-
-    device = check_device(device)
-    kwargs: dict[str, Any] = {"precision": precision}
-    if not device and "LOCAL_RANK" in os.environ and torch.cuda.is_available():
-        device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
-    if device:
-        kwargs["device"] = device
-    return create_model(model, **kwargs)
+    return create_encoder(model, check_device(device), precision)
