@@ -293,5 +293,9 @@ def test_draws_of_a_count_do_not_depend_on_the_other_counts():
     np.testing.assert_array_equal(alone, both[:, 4:])
     assert draw_digests(5, (10,), 4, 300)["10"] == draw_digests(5, (1500, 10), 4, 300)["10"]
     assert draw_digests(5, (10,), 4, 300) != draw_digests(6, (10,), 4, 300)
+    filled: dict[str, str] = {}
+    again = seeded_draws(5, (1500, 10), 4, 300, digests=filled).mult
+    np.testing.assert_array_equal(again, both)
+    assert filled == draw_digests(5, (1500, 10), 4, 300)
     with pytest.raises(CondsimError, match="repeat"):
         seeded_draws(5, (10, 10), 4, 300)

@@ -133,25 +133,40 @@ def seeded_draw_rows(
             yield rng.integers(0, n_items, size=n)
 
 
-def draw_digests(seed: int, n_dists: Sequence[int], n_folds: int, n_items: int
-                 ) -> dict[str, str]:
-    """blake2b-128 digest of each count's draws (fold rows in order, int64 bytes): recorded
-    in ``results.json`` so that ``condsim compare`` pairs only runs with the same galleries."""
+def _hashing(rows: Iterator[np.ndarray], n_dists: Sequence[int], n_folds: int, n_items: int,
+             out: dict[str, str]) -> Iterator[np.ndarray]:
+    """``rows`` passed through, each count's blake2b-128 digest (``n_items``, then its fold
+    rows in order as int64 bytes) stored in ``out[str(n)]`` once its rows are done."""
     import hashlib
 
-    out = {}
-    rows = seeded_draw_rows(seed, n_dists, n_folds, n_items)
     for n in n_dists:
         h = hashlib.blake2b(f"{n_items}|".encode(), digest_size=16)
         for _ in range(n_folds):
-            h.update(np.ascontiguousarray(next(rows), np.int64).tobytes())
+            row = next(rows)
+            h.update(np.ascontiguousarray(row, np.int64).tobytes())
+            yield row
         out[str(n)] = h.hexdigest()
+
+
+def draw_digests(seed: int, n_dists: Sequence[int], n_folds: int, n_items: int
+                 ) -> dict[str, str]:
+    """blake2b-128 digest of each count's draws (fold rows in order, int64 bytes): recorded
+    in ``results.json`` so that ``condsim compare`` pairs only runs with the same galleries.
+    A run gets them from :func:`seeded_draws` (``digests=``), without drawing twice."""
+    out: dict[str, str] = {}
+    for _ in _hashing(seeded_draw_rows(seed, n_dists, n_folds, n_items), n_dists, n_folds,
+                      n_items, out):
+        pass
     return out
 
 
-def seeded_draws(seed: int, n_dists: Sequence[int], n_folds: int, n_items: int) -> DistractorDraws:
-    """:func:`seeded_draw_rows` as multiplicities (the draws themselves are not kept)."""
+def seeded_draws(seed: int, n_dists: Sequence[int], n_folds: int, n_items: int, *,
+                 digests: dict[str, str] | None = None) -> DistractorDraws:
+    """:func:`seeded_draw_rows` as multiplicities (the draws themselves are not kept); with
+    ``digests``, each count's :func:`draw_digests` entry is filled in the same pass."""
     rows = seeded_draw_rows(seed, n_dists, n_folds, n_items)
+    if digests is not None:
+        rows = _hashing(rows, n_dists, n_folds, n_items, digests)
     return DistractorDraws.from_rows(rows, n_items, n_folds, len(n_dists))
 
 
@@ -307,7 +322,9 @@ class _Run:
 
         # the same draws on every rank (they depend on (seed, n, n_avail) alone); each rank
         # keeps the multiplicity rows of its own usable distractors
-        full = seeded_draws(cfg.seed, cfg.n_dists, folds.shape[0], max(n_avail, 1))
+        digests: dict[str, str] = {}
+        full = seeded_draws(cfg.seed, cfg.n_dists, folds.shape[0], max(n_avail, 1),
+                            digests=digests)
         draws = DistractorDraws(np.ascontiguousarray(full.mult[offset:offset + local_rows.size])
                                 if local_rows.size else full.mult[:0], full.n_folds,
                                 full.n_sets)
@@ -345,8 +362,7 @@ class _Run:
             "ks": list(cfg.ks),
             "distractor_sampling": "with replacement; for each n, numpy.random."
             "default_rng([seed, n]).integers(0, N, n) once per fold",
-            "draw_digests": draw_digests(cfg.seed, cfg.n_dists, folds.shape[0],
-                                         max(n_avail, 1)),
+            "draw_digests": digests,  # filled while drawing
             "folds_digest": folds_digest(folds),
             "tie_rule": "expected recall under uniformly random tie-breaking",
             "n_products": n_products,
