@@ -3,9 +3,10 @@
 The full protocol's scoring (20 folds x 10K/100K/500K/1M draws) over N memmapped synthetic
 distractor embeddings (512-d float32; default N = 4M, ``--small``: 200K), 2,000 products.
 Rank r of R takes the contiguous distractor rows ``[r N / R, (r + 1) N / R)``, makes the
-same seeded draws as every rank (``seeded_draws(seed, n, N)``), keeps the multiplicity rows
-of its shard and counts them (:func:`condsim.benchmarks.lrvsf.shared_fold_counts`: rank 0
-adds the product targets, one ``all_reduce`` sums the int64 ``(P, F, L)`` arrays):
+same seeded draws as every rank (``seeded_draws(seed, n, N, window=shard)``), keeps only the
+multiplicity rows of its shard and counts them
+(:func:`condsim.benchmarks.lrvsf.shared_fold_counts`: rank 0 adds the product targets, one
+``all_reduce`` sums the int64 ``(P, F, L)`` arrays):
 
     greater[p, f, l] = sum_r sum_{j in D_r} mult[j, l F + f] [q_p . d_j > q_p . t_p]
 
@@ -99,7 +100,6 @@ def _rank(rank: int, world: int, init: str, prod: str, dist_path: str, report: s
     torch.set_num_threads(1)
     from condsim.benchmarks.lrvsf import DIST_COUNTS, NFOLDS, shared_fold_counts
     from condsim.distributed import shard_bounds
-    from condsim.search.exact import DistractorDraws
 
     if world > 1:
         dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
@@ -114,10 +114,8 @@ def _rank(rank: int, world: int, init: str, prod: str, dist_path: str, report: s
         t_draw = time.perf_counter()
         from condsim.benchmarks.lrvsf import seeded_draws
 
-        full = seeded_draws(SEED, DIST_COUNTS, NFOLDS, n)
-        draws = DistractorDraws(np.ascontiguousarray(full.mult[start:stop]), full.n_folds,
-                                full.n_sets)
-        del full
+        draws = seeded_draws(SEED, DIST_COUNTS, NFOLDS, n,
+                             window=None if world == 1 else (start, stop))
         t_score = time.perf_counter()
         counts = shared_fold_counts(q, t, dists[start:stop], folds, draws, block_size=16384,
                                     device="cpu")

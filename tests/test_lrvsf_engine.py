@@ -299,3 +299,22 @@ def test_draws_of_a_count_do_not_depend_on_the_other_counts():
     assert filled == draw_digests(5, (1500, 10), 4, 300)
     with pytest.raises(CondsimError, match="repeat"):
         seeded_draws(5, (10, 10), 4, 300)
+
+
+def test_windowed_draws_are_the_rows_of_the_full_matrix():
+    """A rank keeps only its shard's multiplicity rows: windows [0, a), [a, b), [b, N) of the
+    same seeded draws are the full matrix's row slices (dtype widened alike when a count
+    exceeds 255); a window outside the items is refused."""
+    from condsim.search.exact import draw_multiplicities
+
+    full = seeded_draws(4, (50, 2000), 3, 700).mult
+    parts = [seeded_draws(4, (50, 2000), 3, 700, window=w).mult
+             for w in ((0, 123), (123, 123), (123, 700))]
+    assert [p.shape for p in parts] == [(123, 6), (0, 6), (577, 6)]
+    assert np.array_equal(np.concatenate(parts), full)
+    rows = [np.zeros(300, np.int64), np.arange(10)]  # item 0 drawn 300 times: uint16
+    wide = draw_multiplicities(rows, 10, window=(0, 4))
+    assert wide.dtype == np.uint16 and wide[:, 0].tolist() == [300, 0, 0, 0]
+    assert np.array_equal(wide, draw_multiplicities(rows, 10)[:4])
+    with pytest.raises(CondsimError, match="window"):
+        draw_multiplicities(rows, 10, window=(5, 11))

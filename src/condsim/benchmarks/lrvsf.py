@@ -161,13 +161,16 @@ def draw_digests(seed: int, n_dists: Sequence[int], n_folds: int, n_items: int
 
 
 def seeded_draws(seed: int, n_dists: Sequence[int], n_folds: int, n_items: int, *,
-                 digests: dict[str, str] | None = None) -> DistractorDraws:
+                 digests: dict[str, str] | None = None,
+                 window: tuple[int, int] | None = None) -> DistractorDraws:
     """:func:`seeded_draw_rows` as multiplicities (the draws themselves are not kept); with
-    ``digests``, each count's :func:`draw_digests` entry is filled in the same pass."""
+    ``digests``, each count's :func:`draw_digests` entry is filled in the same pass; with
+    ``window = (lo, hi)``, only the multiplicities of items ``lo..hi-1`` are kept (a rank's
+    own distractors: every rank makes the same draws, none holds the job's whole matrix)."""
     rows = seeded_draw_rows(seed, n_dists, n_folds, n_items)
     if digests is not None:
         rows = _hashing(rows, n_dists, n_folds, n_items, digests)
-    return DistractorDraws.from_rows(rows, n_items, n_folds, len(n_dists))
+    return DistractorDraws.from_rows(rows, n_items, n_folds, len(n_dists), window)
 
 
 def folds_digest(folds: np.ndarray) -> str:
@@ -323,12 +326,9 @@ class _Run:
         # the same draws on every rank (they depend on (seed, n, n_avail) alone); each rank
         # keeps the multiplicity rows of its own usable distractors
         digests: dict[str, str] = {}
-        full = seeded_draws(cfg.seed, cfg.n_dists, folds.shape[0], max(n_avail, 1),
-                            digests=digests)
-        draws = DistractorDraws(np.ascontiguousarray(full.mult[offset:offset + local_rows.size])
-                                if local_rows.size else full.mult[:0], full.n_folds,
-                                full.n_sets)
-        del full
+        draws = seeded_draws(cfg.seed, cfg.n_dists, folds.shape[0], max(n_avail, 1),
+                             digests=digests,
+                             window=None if world == 1 else (offset, offset + local_rows.size))
         bar = progress("score distractors", len(distractors))
         counts = shared_fold_counts(
             queries, targets, distractors, folds, draws,

@@ -49,26 +49,37 @@ class FoldCounts:
 
 
 def draw_multiplicities(
-    rows: Iterable[np.ndarray], n_items: int, n_rows: int | None = None
+    rows: Iterable[np.ndarray], n_items: int, n_rows: int | None = None,
+    window: tuple[int, int] | None = None,
 ) -> np.ndarray:
-    """Dense ``(n_items, C)`` count matrix: ``m[j, c]`` = times item ``j`` occurs in the
-    ``c``-th draw row. Stored in the smallest unsigned dtype that holds the largest count
-    (widened on the fly), so memory is ``n_items x C`` bytes in the usual case; ``n_rows``
+    """Count matrix ``m`` of shape ``(hi - lo, C)``: ``m[j, c]`` = times item ``lo + j``
+    occurs in the ``c``-th draw row, for the items of ``window = (lo, hi)`` (default: all
+    ``n_items``; a rank keeps only the rows of its own distractor shard). Stored column by
+    column (the transpose of a C-ordered ``(C, hi - lo)`` array: each row's counts are
+    written contiguously) in the smallest unsigned dtype that holds the largest count
+    (widened on the fly), so memory is ``(hi - lo) x C`` bytes in the usual case; ``n_rows``
     (the number of rows, when known) avoids regrowing the matrix."""
-    out = np.zeros((n_items, n_rows or 16), dtype=np.uint8)
+    lo, hi = window if window is not None else (0, n_items)
+    if not 0 <= lo <= hi <= n_items:
+        raise CondsimError(f"window [{lo}, {hi}) is not inside [0, {n_items})")
+    width = hi - lo
+    out = np.zeros((n_rows or 16, width), dtype=np.uint8)
     n_cols = 0
     for row in rows:
-        col = np.bincount(row, minlength=n_items)
+        row = np.asarray(row)
+        if window is not None:
+            row = row[(row >= lo) & (row < hi)] - lo
+        col = np.bincount(row, minlength=width)
         top = int(col.max(initial=0))
         if top > np.iinfo(out.dtype).max:
             out = out.astype(np.uint16 if top < 2**16 else np.uint32)
-        if n_cols == out.shape[1]:
-            grown = np.zeros((n_items, max(2 * n_cols, 1)), dtype=out.dtype)
-            grown[:, :n_cols] = out
+        if n_cols == out.shape[0]:
+            grown = np.zeros((max(2 * n_cols, 1), width), dtype=out.dtype)
+            grown[:n_cols] = out
             out = grown
-        out[:, n_cols] = col
+        out[n_cols] = col
         n_cols += 1
-    return out if n_cols == out.shape[1] else np.ascontiguousarray(out[:, :n_cols])
+    return (out if n_cols == out.shape[0] else out[:n_cols].copy()).T
 
 
 @dataclass(frozen=True)
@@ -83,14 +94,17 @@ class DistractorDraws:
 
     @classmethod
     def from_rows(
-        cls, rows: Iterable[np.ndarray], n_items: int, n_folds: int, n_sets: int
+        cls, rows: Iterable[np.ndarray], n_items: int, n_folds: int, n_sets: int,
+        window: tuple[int, int] | None = None,
     ) -> DistractorDraws:
-        """From draw rows ordered set-major (set 0 fold 0..F-1, set 1 fold 0..F-1, ...)."""
+        """From draw rows ordered set-major (set 0 fold 0..F-1, set 1 fold 0..F-1, ...);
+        with ``window = (lo, hi)``, the multiplicities of items ``lo..hi-1`` only (indices are
+        still checked against ``n_items``)."""
         def checked() -> Iterator[np.ndarray]:
             for r in rows:
                 yield _validate_indices("dist_draws", np.asarray(r)[None], n_items)[0]
 
-        mult = draw_multiplicities(checked(), n_items, n_folds * n_sets)
+        mult = draw_multiplicities(checked(), n_items, n_folds * n_sets, window)
         if mult.shape[1] != n_folds * n_sets:
             raise CondsimError(
                 f"expected {n_folds * n_sets} draw rows ({n_sets} sets x {n_folds} folds), "
