@@ -729,7 +729,9 @@ class CachedRows:
     def __len__(self) -> int:
         return self.shape[0]
 
-    def __getitem__(self, item: slice) -> np.ndarray:
-        if not isinstance(item, slice):
-            raise TypeError("CachedRows supports slicing only")
+    def __getitem__(self, item: slice | np.ndarray) -> np.ndarray:
+        """Rows ``item`` (a slice, or a 1-D integer array of positions) as float32."""
+        if not isinstance(item, slice) and not (
+                isinstance(item, np.ndarray) and item.ndim == 1 and item.dtype.kind in "iu"):
+            raise TypeError("CachedRows takes a slice or a 1-D integer array")
         return self.cache.read(self.rows[item])
