@@ -234,6 +234,12 @@ class ScreenStats:
     blocks: int = 0
 
 
+#: a block's pairs are handled as a sparse list when a probe of its first 256 columns finds
+#: fewer than this fraction set, and the whole block fewer than ``_SPARSE_PAIRS``
+_SPARSE_PROBE = 0.002
+_SPARSE_PAIRS = 0.004
+
+
 class _BlockRanker:
     """Adds, per block of gallery rows, the multiplicity-weighted counts of rows scoring
     strictly above / equal to each query's own target score.
@@ -268,20 +274,45 @@ class _BlockRanker:
     def add(
         self, block: torch.Tensor, mult: torch.Tensor, greater: torch.Tensor, ties: torch.Tensor
     ) -> None:
-        """``greater[p] += sum_j mult[j] [s_pj > own_p]``; same for ``==`` into ``ties``."""
+        """``greater[p] += sum_j mult[j] [s_pj > own_p]``; same for ``==`` into ``ties``.
+
+        One dense pass finds the pairs ``A >= lo`` (above or in the band). When they are
+        sparse (a query's target ranks high, the usual case) only those few pairs are
+        classified and counted, without the dense ``above``/``band`` matrices: the
+        elementwise passes over the ``P x B`` block, not the GEMM, bound a rank's speed
+        once the GEMM runs in bfloat16, and they share the memory bus with the other ranks.
+        """
         self.stats.blocks += 1
         self.stats.pairs += self.qa.shape[0] * block.shape[0]
+        above: torch.Tensor | None = None
+        hits: tuple[torch.Tensor, torch.Tensor] | None = None
         for bf16 in ((True, False) if self.use_bf16 else (False,)):
             approx = (self.qa_bf @ block.to(torch.bfloat16).T) if bf16 else self.qa @ block.T
             lo, hi = self._bounds(block, bf16)
-            above = approx > hi
-            band = (approx >= lo) & ~above
-            rows, cols = band.nonzero(as_tuple=True)
-            if rows.numel() <= self.max_band * band.numel() or not bf16:
+            near = approx >= lo
+            probe = near[:, : min(near.shape[1], 256)]
+            pairs = None
+            if probe.numel() and float(probe.float().mean()) < _SPARSE_PROBE:
+                r_near, c_near = near.nonzero(as_tuple=True)
+                if r_near.numel() < _SPARSE_PAIRS * near.numel():
+                    pairs = (r_near, c_near)
+            if pairs is not None:
+                is_above = approx[pairs] > hi[pairs[0], 0]
+                hits = (pairs[0][is_above], pairs[1][is_above])
+                rows, cols = pairs[0][~is_above], pairs[1][~is_above]
+                above = None
+            else:
+                above = approx > hi
+                rows, cols = (near & ~above).nonzero(as_tuple=True)
+                hits = None
+            if rows.numel() <= self.max_band * near.numel() or not bf16:
                 break
             self.stats.fallback_blocks += 1
-        del approx, band
-        self._count(above, mult, greater)
+        del approx, near
+        if hits is not None:
+            _index_add_chunks(greater, hits[0], hits[1], mult)
+        elif above is not None:
+            self._count(above, mult, greater)
         self.stats.rechecked += int(rows.numel())
         for start in range(0, rows.numel(), 1 << 20):
             r, c = rows[start:start + (1 << 20)], cols[start:start + (1 << 20)]
@@ -297,14 +328,20 @@ class _BlockRanker:
     def _count(above: torch.Tensor, mult: torch.Tensor, out: torch.Tensor) -> None:
         """``out += above @ mult`` (dense GEMM, or gather-add when ``above`` is sparse)."""
         probe = above[:, : min(above.shape[1], 256)]
-        if probe.numel() and float(probe.float().mean()) < 0.002:
+        if probe.numel() and float(probe.float().mean()) < _SPARSE_PROBE:
             rows, cols = above.nonzero(as_tuple=True)
-            if rows.numel() < 0.004 * above.numel():
-                for start in range(0, rows.numel(), 1 << 20):
-                    r, c = rows[start:start + (1 << 20)], cols[start:start + (1 << 20)]
-                    out.index_add_(0, r, mult[c].to(out.dtype))
+            if rows.numel() < _SPARSE_PAIRS * above.numel():
+                _index_add_chunks(out, rows, cols, mult)
                 return
         out += (above.to(mult.dtype) @ mult).to(out.dtype)
+
+
+def _index_add_chunks(out: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
+                      mult: torch.Tensor) -> None:
+    """``out[rows[i]] += mult[cols[i]]`` for every pair, 1M pairs at a time."""
+    for start in range(0, rows.numel(), 1 << 20):
+        r, c = rows[start:start + (1 << 20)], cols[start:start + (1 << 20)]
+        out.index_add_(0, r, mult[c].to(out.dtype))
 
 
 def _fast_bf16_matmul(device: torch.device) -> bool:
