@@ -64,6 +64,26 @@ def rank_world() -> tuple[int, int]:
     return _rank_world()
 
 
+def maybe_init_distributed() -> bool:
+    """Initialise ``torch.distributed`` when launched by ``torchrun`` or a submitit task
+    (``WORLD_SIZE > 1`` in the environment): NCCL on GPUs (this rank on ``cuda:LOCAL_RANK``),
+    gloo on CPUs. Returns whether a process group is active; without ``WORLD_SIZE > 1``,
+    nothing happens."""
+    import os
+
+    import torch
+
+    if dist.is_available() and dist.is_initialized():
+        return True
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    dist.init_process_group(backend)
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    return True
+
+
 def is_main_process() -> bool:
     """Whether this process writes files and prints (rank 0, or no process group)."""
     return _rank_world()[0] == 0

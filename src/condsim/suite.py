@@ -22,7 +22,9 @@ that benchmark's config (the dataclass of ``condsim.benchmarks.<name>``)::
 ``OUT/<model>/<run>/results.json``, one model loaded once and one embedding cache shared by
 all. The whole file is checked before anything runs. A run whose ``results.json`` exists is
 kept (the suite resumes). A run that fails with a clear error is recorded and the others go
-on. ``OUT/suite.json`` lists every (model, run) with its status and headline.
+on. ``OUT/suite.json`` lists every (model, run) with its status and headline. Under
+``torchrun`` every rank runs the suite in step (rank 0 decides which runs are kept), each
+run's work is shared by the ranks, and rank 0 alone writes.
 """
 
 from __future__ import annotations
@@ -118,8 +120,10 @@ def run_suite(
     ``suite.json``: model, run, benchmark, status (``done`` / ``kept`` / ``failed``), headline
     or error, and the results folder."""
     from condsim.benchmarks.run import run_benchmark
+    from condsim.distributed import maybe_init_distributed
     from condsim.results.run_result import load_result
 
+    maybe_init_distributed()  # under torchrun: every run shared by the ranks, rank 0 writes
     out = Path(out_dir)
     rows: list[dict[str, Any]] = []
     for model_name in models:
@@ -128,7 +132,7 @@ def run_suite(
             folder = out / model_slug(model_name) / run.name
             row: dict[str, Any] = {"model": model_name, "run": run.name,
                                    "benchmark": run.benchmark, "folder": str(folder)}
-            if (folder / "results.json").is_file():
+            if _kept(folder):
                 row.update(status="kept", headline=load_result(folder).headline)
                 rows.append(row)
                 continue
@@ -153,6 +157,19 @@ def run_suite(
     return rows
 
 
+def _kept(folder: Path) -> bool:
+    """Whether the run in ``folder`` is finished (``results.json``): rank 0's answer on
+    every rank under ``torchrun``, so that the ranks run the same runs in step."""
+    from condsim.distributed import all_gather_objects
+
+    return bool(all_gather_objects((folder / "results.json").is_file())[0])
+
+
 def _write_summary(out: Path, rows: list[dict[str, Any]]) -> None:
+    """``OUT/suite.json`` (rank 0 only under ``torchrun``)."""
+    from condsim.distributed import is_main_process
+
+    if not is_main_process():
+        return
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "suite.json", json.dumps(rows, indent=2, allow_nan=False))

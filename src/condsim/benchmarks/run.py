@@ -26,7 +26,12 @@ def spec_for_config(cfg: Any) -> BenchmarkSpec:
 def run_benchmark(model: Any, cfg: Any, out_dir: str | Path | None = None, *,
                   progress: ProgressFactory = no_progress) -> Any:
     """Evaluate ``model`` with ``cfg`` (a benchmark's config) and, with ``out_dir``, write
-    ``results.json`` and ``model_card.yaml`` there (atomically)."""
+    ``results.json`` and ``model_card.yaml`` there (atomically). Launched by ``torchrun``
+    (``WORLD_SIZE > 1``), the process group is started here if the caller has not: the
+    ranks share the work, every rank returns the same result and rank 0 alone writes."""
+    from condsim.distributed import maybe_init_distributed
+
+    maybe_init_distributed()
     spec = spec_for_config(cfg)
     result = spec.evaluate(model, cfg, progress=progress)
     save_run(spec, result, out_dir)

@@ -37,10 +37,9 @@ def register(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typer) ->
         import pyarrow.dataset as pds
 
         from condsim.data.lrvsf import binary_values
-        from condsim.distributed import encode_distributed
+        from condsim.distributed import encode_distributed, maybe_init_distributed
         from condsim.errors import CondsimError
         from condsim.paths import default_cache_dir
-        from condsim.training.trainer import maybe_init_distributed
 
         if (images is None) == (parquet is None):
             raise CondsimError("give exactly one of --images or --parquet")

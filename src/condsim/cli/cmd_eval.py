@@ -122,10 +122,9 @@ def make_command(spec: Any) -> Any:
 
     def command(**given: Any) -> None:
         from condsim.benchmarks.run import model_from, save_run
-        from condsim.distributed import is_main_process
+        from condsim.distributed import is_main_process, maybe_init_distributed
         from condsim.progress import no_progress, rich_progress
         from condsim.results.tables import metrics_table
-        from condsim.training.trainer import maybe_init_distributed
 
         model_name, out = given.pop("model"), Path(given.pop("out"))
         cfg = config_from_flags(spec, given, f"condsim eval {spec.name}")

@@ -35,7 +35,10 @@ def register(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typer) ->
         anything runs; finished runs (OUT/<model>/<run>/results.json) are kept, so an
         interrupted suite resumes; a run failing with a clear error is recorded in
         OUT/suite.json and the others go on (exit code 1 if any failed)."""
-        from condsim.progress import rich_progress
+        from contextlib import nullcontext
+
+        from condsim.distributed import is_main_process, maybe_init_distributed
+        from condsim.progress import no_progress, rich_progress
         from condsim.suite import read_suite, run_suite
 
         check_out_dir(out)
@@ -43,11 +46,18 @@ def register(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typer) ->
             check_out_dir(cache_dir, "--cache-dir")
         check_device(device)
         runs = read_suite(suite)
-        with rich_progress() as progress:
+        maybe_init_distributed()  # under torchrun: the ranks share each run; rank 0 reports
+        main_rank = is_main_process()
+        with (rich_progress() if main_rank else nullcontext(no_progress)) as progress:
             rows = run_suite(model, runs, out, progress=progress,
                              make_model=lambda name: make_encoder(name, device, precision),
                              cache_dir=str(cache_dir) if cache_dir else None,
                              num_workers=workers)
+        failed = any(r["status"] == "failed" for r in rows)
+        if not main_rank:
+            if failed:
+                raise typer.Exit(1)
+            return
         table = Table(title=f"suite {suite.name}: {len(model)} model(s) x {len(runs)} run(s)")
         for col in ("model", "run", "status", "headline (%)"):
             table.add_column(col)
@@ -59,5 +69,5 @@ def register(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typer) ->
             table.add_row(r["model"], r["run"], r["status"], cell)
         console.print(table)
         console.print(f"summary: {out / 'suite.json'}; `condsim report {out}` for the report")
-        if any(r["status"] == "failed" for r in rows):
+        if failed:
             raise typer.Exit(1)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 
+from condsim.distributed import rank_world
 from condsim.errors import CondsimError
 from condsim.io import atomic_directory, remove_stale_temps
 from condsim.training.losses import contrastive_loss
@@ -75,27 +75,6 @@ class TrainState:
     val_scores: list[float] = field(default_factory=list)
     #: processes of the run that wrote this state (torchrun / submitit tasks)
     world_size: int = 1
-
-
-def maybe_init_distributed() -> bool:
-    """Initialise ``torch.distributed`` when launched by ``torchrun`` (``WORLD_SIZE > 1``):
-    NCCL on GPUs, gloo on CPUs. Returns whether a process group is active."""
-    if dist.is_available() and dist.is_initialized():
-        return True
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return False
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    dist.init_process_group(backend)
-    if torch.cuda.is_available():
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    return True
-
-
-def rank_world() -> tuple[int, int]:
-    """``(rank, world size)`` of the active process group, ``(0, 1)`` without one."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def collective_device() -> torch.device:
