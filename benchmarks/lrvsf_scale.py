@@ -167,6 +167,9 @@ def main() -> None:
                       f"{tm[2]:.1f} s; peak RssAnon {mem[0] / 2**20:.0f} MiB, peak RSS (with "
                       f"memmap pages) {mem[1] / 2**20:.0f} MiB")
         one, two = results[1][1][0], results[2][1]
+        per_rank = [n / one["times"][2]] + [n / 2 / rep["times"][2] for rep in two]
+        print("counting throughput per rank (distractor rows/s, 2,000 products x 80 fold-draw "
+              "columns, 1 thread): " + ", ".join(f"{x:,.0f}" for x in per_rank))
         payload = one["greater"].nbytes + one["ties"].nbytes
         same = all(np.array_equal(one[k], rep[k]) for rep in two for k in ("greater", "ties"))
         print(f"all-reduced per rank: greater + ties int64 {one['greater'].shape} x 2 = "
