@@ -95,7 +95,7 @@ def launch(ctx: typer.Context, out: Path, target: Any, *, gpus_per_node: int,
     job = submit_job(argv_from_context(ctx), out, target, gpus_per_node=gpus_per_node,
                      hours=hours, partition=partition)
     if target.cluster == "local":
-        console.print(f"submitit job {job.job_id} ({target.count} tasks) finished; "
+        console.print(f"submitit job {job.job_id} ({target.count} task(s)) finished; "
                       f"{outputs} in {out}")
     else:
         console.print(f"submitted SLURM job {job.job_id} ({target.count} node(s) x "
