@@ -62,6 +62,8 @@ def test_bad_launch_options_fail_before_anything_runs(tmp_path, monkeypatch, cap
     assert main([*base, "--submit", "local:2", "--gpus-per-node", "0"]) == 2  # usage error
     assert main([*base, "--submit", "local:2", "--batch-size", "0"]) == 2  # config error
     assert "batch_size" in capsys.readouterr().err
+    assert main([*base, "--submit", "local:2"]) == 2  # the model name, checked, not loaded
+    assert "Unknown model 'test/no-such-model'" in capsys.readouterr().err
     monkeypatch.setenv("WORLD_SIZE", "2")  # a torchrun rank or a submitit task
     assert main([*base, "--submit", "local:2"]) == 2
     assert "already one of 2 ranks" in capsys.readouterr().err

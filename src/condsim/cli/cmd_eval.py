@@ -200,6 +200,9 @@ def make_command(spec: Any) -> Any:
         submitting = spec.submit is not None and getattr(cfg, "split", None) in \
             spec.submit_splits
         if target is not None:
+            from condsim.registry import check_model_name
+
+            check_model_name(model_name)  # an unknown name fails here, not in the job
             _launch_eval(spec, ctx, out, target, submitting, launching)
             return
         maybe_init_distributed()  # under torchrun: the ranks share encoding; rank 0 reports
