@@ -218,3 +218,66 @@ def test_lrvsf_exception_on_rank_1_stops_both_ranks(lrvsf_root, tmp_path):
     ranks = _two_ranks(tmp_path, lrvsf_root, fail_on_rank=1, kind="lrvsf")
     errors = [r.get("error", "") for r in ranks]
     assert errors[0] == errors[1] and "rank 1" in errors[0] and "disk on fire" in errors[0]
+
+
+def _submission(kind: str, root: str, cache: str, out: str) -> dict[str, Any]:
+    """Write ``kind``'s submission files (CIRR test1, CIRCO test) with :class:`HashEncoder`;
+    returns the paths returned and the paths this process wrote."""
+    import importlib
+
+    from condsim.benchmarks.circo import CircoConfig
+    from condsim.registry import get_benchmark
+
+    module = importlib.import_module(f"condsim.benchmarks.{kind}")
+    written: list[str] = []
+    real = module.atomic_write_text
+
+    def recording(path: Any, text: str) -> Path:
+        written.append(str(path))
+        return real(path, text)
+
+    module.atomic_write_text = recording
+    cfg = (CirrConfig(root=root, split="test1", cache_dir=cache) if kind == "cirr"
+           else CircoConfig(root=root, split="test", cache_dir=cache))
+    files = get_benchmark(kind).submit(HashEncoder(), cfg, out)
+    paths = files.values() if isinstance(files, dict) else [files]
+    return {"paths": sorted(str(p) for p in paths), "written": sorted(written)}
+
+
+def _submission_worker(rank: int, init: str, kind: str, root: str, cache: str, out: str,
+                       report: str) -> None:
+    import torch.distributed as dist
+
+    os.environ["OMP_NUM_THREADS"] = "1"
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
+    record = _submission(kind, root, cache, out)
+    Path(report, f"submit{rank}.json").write_text(json.dumps(record))
+    dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("kind", ["cirr", "circo"])
+def test_submission_files_written_by_rank_0_only(kind, root, tmp_path):
+    """Under torchrun every rank ranks the test split, rank 0 alone writes the server files
+    (the same bytes as one process) and every rank returns their paths."""
+    if kind == "circo":
+        from condsim.synthetic.circo import write_circo
+
+        root = write_circo(tmp_path / "circo", n_queries=10, seed=0)
+    one = _submission(kind, str(root), str(tmp_path / "c1"), str(tmp_path / "out1"))
+    assert one["written"] == one["paths"] and one["paths"]
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_submission_worker,
+                         args=(r, f"file://{tmp_path / 'pg'}", kind, str(root),
+                               str(tmp_path / "c2"), str(tmp_path / "out2"), str(tmp_path)))
+             for r in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(TIMEOUT)
+    assert all(p.exitcode == 0 for p in procs)
+    ranks = [json.loads((tmp_path / f"submit{r}.json").read_text()) for r in range(2)]
+    assert ranks[0]["written"] == ranks[0]["paths"] and ranks[1]["written"] == []
+    assert ranks[1]["paths"] == ranks[0]["paths"]
+    for path in one["paths"]:
+        name = Path(path).name
+        assert (tmp_path / "out2" / name).read_bytes() == Path(path).read_bytes()

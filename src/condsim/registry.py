@@ -113,18 +113,32 @@ def create_model(name: str, **kwargs: Any) -> Any:
     return model
 
 
-def _create(name: str, kwargs: dict[str, Any]) -> Any:
+def check_model_name(name: str) -> None:
+    """Raise :class:`ModelError` (with close matches) unless ``name`` is a registered model
+    or starts with a registered scheme; loads nothing (a command submitting a job checks the
+    name before it waits in a queue)."""
+    _load_builtins(_BUILTIN_MODEL_MODULES)
+    _entry(name)
+
+
+def _entry(name: str) -> tuple[ModelEntry, str | None]:
+    """The registry entry of ``name`` and, for a scheme, the rest of the name."""
     if name in _MODELS and not _MODELS[name].is_scheme:
-        return _MODELS[name].factory(**kwargs)
+        return _MODELS[name], None
     for entry in sorted(_MODELS.values(), key=lambda e: -len(e.name)):
         if entry.is_scheme and name.startswith(entry.name):
-            return entry.factory(name[len(entry.name):], **kwargs)
+            return entry, name[len(entry.name):]
     names = [e.name for e in _MODELS.values()]
     raise ModelError(
         f"Unknown model {name!r}.{did_you_mean(name, names)} "
         f"Run `condsim models` to list models; schemes: "
         f"{', '.join(e.name + '<...>' for e in _MODELS.values() if e.is_scheme)}"
     )
+
+
+def _create(name: str, kwargs: dict[str, Any]) -> Any:
+    entry, rest = _entry(name)
+    return entry.factory(**kwargs) if rest is None else entry.factory(rest, **kwargs)
 
 
 def register_benchmark(spec: Any) -> Any:

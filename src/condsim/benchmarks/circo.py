@@ -41,6 +41,7 @@ from condsim.benchmarks.spec import (
 )
 from condsim.data.crops import ImageRef
 from condsim.data.jsonio import load_json
+from condsim.distributed import is_main_process
 from condsim.errors import DataError
 from condsim.io import atomic_write_text
 from condsim.metrics.ap import expected_ap_from_ranks
@@ -236,7 +237,7 @@ def write_submission(model: Any, cfg: CircoConfig, out_dir: str | Path, *,
                      progress: ProgressFactory = no_progress) -> Path:
     """``{"<query id>": [top-50 image ids]}`` for every query (reference excluded unless
     ``remove_reference`` is off), ranked by the row-dot rule ``query_block`` queries at a
-    time."""
+    time. Returns its path on every rank; under ``torchrun`` only rank 0 writes it."""
     enc, _, _ = _encoded(model, cfg, progress)
     split = enc.split
     if enc.skipped_queries or split.extra["read_skipped"]["queries"]:
@@ -248,8 +249,10 @@ def write_submission(model: Any, cfg: CircoConfig, out_dir: str | Path, *,
                           progress=progress)
     sub = {str(qid): [ids[c] for c in cols] for qid, cols in zip(split.query_ids, tops,
                                                                     strict=True)}
-    return atomic_write_text(Path(out_dir) / f"circo_{cfg.split}_submission.json",
-                             json.dumps(sub))
+    path = Path(out_dir) / f"circo_{cfg.split}_submission.json"
+    if is_main_process():  # every rank ranked the same split: rank 0 alone writes
+        atomic_write_text(path, json.dumps(sub))
+    return path
 
 
 # Official counts, counted in https://github.com/miccunifi/CIRCO (commit 267b5c9)

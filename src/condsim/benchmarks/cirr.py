@@ -33,6 +33,7 @@ from condsim.benchmarks.protocol import (
 )
 from condsim.benchmarks.spec import BenchmarkSpec, Pairing, SharedOptions, option
 from condsim.data.cirr import read_cirr
+from condsim.distributed import is_main_process
 from condsim.errors import DataError
 from condsim.io import atomic_write_text
 from condsim.metrics.recall import recall_from_counts
@@ -134,7 +135,8 @@ def write_submissions(model: Any, cfg: CirrConfig, out_dir: str | Path, *,
                       progress: ProgressFactory = no_progress) -> dict[str, Path]:
     """The test server's two files: ``{"version": "rc2", "metric": "recall", "<pairid>":
     [top-50 names]}`` and the ``recall_subset`` file with the top-3 members (reference
-    excluded from both), every ranking by the row-dot rule."""
+    excluded from both), every ranking by the row-dot rule. Returns their paths on every
+    rank; under ``torchrun`` only rank 0 writes them."""
     enc, _, _ = _encoded(model, cfg, progress)
     split = enc.split
     if enc.skipped_queries:
@@ -156,11 +158,12 @@ def write_submissions(model: Any, cfg: CirrConfig, out_dir: str | Path, *,
         order = np.argsort(-scores[i, : len(members[i])], kind="stable")[:3]
         subset[str(qid)] = [names[members[i][j]] for j in order]
     out = Path(out_dir)
-    return {
-        "recall": atomic_write_text(out / f"cirr_{cfg.split}_recall.json", json.dumps(recall)),
-        "recall_subset": atomic_write_text(out / f"cirr_{cfg.split}_recall_subset.json",
-                                           json.dumps(subset)),
-    }
+    files = {"recall": (out / f"cirr_{cfg.split}_recall.json", recall),
+             "recall_subset": (out / f"cirr_{cfg.split}_recall_subset.json", subset)}
+    if is_main_process():  # every rank ranked the same split: rank 0 alone writes
+        for path, content in files.values():
+            atomic_write_text(path, json.dumps(content))
+    return {kind: path for kind, (path, _) in files.items()}
 
 
 # Official counts, counted in the published annotation files: https://github.com/

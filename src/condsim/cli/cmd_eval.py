@@ -20,9 +20,11 @@ import typer
 from rich.table import Table
 
 from condsim.cli.common import check_out_dir, console
+from condsim.cli.launch import launch, launch_parameters, submit_target
 
-#: command-level options that are not config fields
-_OWN = ("model", "out")
+#: command-level options that are not config fields (``ctx``: the click context)
+_LAUNCH = tuple(p.name for p in launch_parameters())
+_OWN = ("model", "out", "ctx", *_LAUNCH)
 
 
 def _flag(name: str) -> str:
@@ -107,6 +109,64 @@ def config_from_flags(spec: Any, given: dict[str, Any], where: str) -> Any:
     return spec.make_config(where, **_config_values(spec, given))
 
 
+def print_result(spec: Any, result: Any, out: Path) -> None:
+    """What ``condsim eval <benchmark>`` prints after a run: the benchmark's tables, the
+    headline with its CI, the condition test, skipped counts and the files written (also for
+    a ``--submit local:N`` job, from the ``results.json`` its rank 0 wrote)."""
+    from condsim.results.tables import metrics_table
+
+    for item in (spec.render(result) if spec.render else [metrics_table(result)]):
+        console.print(item)
+    h = result.headline
+    value = h.get("mean", h.get("value"))
+    ci = (f" [{h['ci_low'] * 100:.2f}, {h['ci_high'] * 100:.2f}]"
+          if "ci_low" in h else (f" ± {h['std'] * 100:.2f}" if "std" in h else ""))
+    console.print(f"{h['name']}: {value * 100:.2f}{ci}")
+    rel = result.metrics.get("condition_reliance")
+    if rel:  # --condition-test: one line per perturbation
+        for kind in ("shuffled", "empty"):
+            e = rel[kind]
+            if "skipped" in e:
+                console.print(f"condition test, {kind}: n/a ({e['skipped']})")
+                continue
+            d = e["drop"]
+            console.print(f"condition test, {kind} conditions: drop {d['mean'] * 100:+.2f} "
+                          f"[{d['ci_low'] * 100:+.2f}, {d['ci_high'] * 100:+.2f}]"
+                          f"{' (significant)' if d['significant'] else ''}, top-1 changed "
+                          f"{e['top1_changed'] * 100:.1f}%")
+    skipped = {k: v for k, v in result.skipped.items()
+               if isinstance(v, int) and v and k != "examples"}
+    if skipped:
+        console.print(f"[yellow]skipped: {skipped} (details in results.json)[/]")
+    console.print(f"wrote {out / 'results.json'} and {out / 'model_card.yaml'}")
+
+
+def _files_in(folder: Path) -> dict[Path, int]:
+    """The files directly in ``folder`` and their modification times (ns)."""
+    if not folder.is_dir():
+        return {}
+    return {p: p.stat().st_mtime_ns for p in folder.iterdir() if p.is_file()}
+
+
+def _launch_eval(spec: Any, ctx: typer.Context, out: Path, target: Any, submitting: bool,
+                 launching: dict[str, Any]) -> None:
+    """``--submit``: run this ``condsim eval`` command as one distributed job; after a
+    ``local`` job, print what a run here prints, from what its rank 0 wrote in ``out``."""
+    from condsim.results.run_result import load_result
+
+    before = _files_in(out)
+    launch(ctx, out, target, gpus_per_node=launching["gpus_per_node"],
+           hours=launching["slurm_hours"], partition=launching["partition"],
+           outputs="submission files" if submitting else "results.json")
+    if target.cluster != "local":
+        return
+    if submitting:
+        written = sorted(p for p, t in _files_in(out).items() if before.get(p) != t)
+        console.print("wrote " + " and ".join(str(p) for p in written))
+        return
+    print_result(spec, load_result(out / "results.json"), out)
+
+
 def make_command(spec: Any) -> Any:
     """The ``condsim eval <spec.name>`` callback, its signature built from the config."""
     params = [
@@ -118,24 +178,35 @@ def make_command(spec: Any) -> Any:
                                                help="Output folder (results.json, "
                                                "model_card.yaml; submission files).")),
     ]
-    params += config_parameters(spec, _OWN)
+    params += config_parameters(spec, _OWN) + launch_parameters()
+    # the click context, for the command line a --submit job runs (argv_from_context)
+    params.insert(0, inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY,
+                                       annotation=typer.Context))
 
     def command(**given: Any) -> None:
         from condsim.benchmarks.run import model_from, save_run
         from condsim.distributed import is_main_process, maybe_init_distributed
         from condsim.progress import no_progress, rich_progress
-        from condsim.results.tables import metrics_table
 
+        ctx = given.pop("ctx")
+        launching = {name: given.pop(name) for name in _LAUNCH}
+        target = submit_target(launching["submit"])  # first: before anything is read
         model_name, out = given.pop("model"), Path(given.pop("out"))
         cfg = config_from_flags(spec, given, f"condsim eval {spec.name}")
         check_out_dir(out)
         if cfg.cache_dir:
             check_out_dir(cfg.cache_dir, "--cache-dir")
+        submitting = spec.submit is not None and getattr(cfg, "split", None) in \
+            spec.submit_splits
+        if target is not None:
+            from condsim.registry import check_model_name
+
+            check_model_name(model_name)  # an unknown name fails here, not in the job
+            _launch_eval(spec, ctx, out, target, submitting, launching)
+            return
         maybe_init_distributed()  # under torchrun: the ranks share encoding; rank 0 reports
         main_rank = is_main_process()
         encoder = model_from(model_name, cfg)
-        submitting = spec.submit is not None and getattr(cfg, "split", None) in \
-            spec.submit_splits
         with (rich_progress() if main_rank else nullcontext(no_progress)) as progress:
             if submitting:
                 files = spec.submit(encoder, cfg, out, progress=progress)
@@ -145,32 +216,8 @@ def make_command(spec: Any) -> Any:
                 return
             result = spec.evaluate(encoder, cfg, progress=progress)
             save_run(spec, result, out)
-        if not main_rank:
-            return
-        for item in (spec.render(result) if spec.render else [metrics_table(result)]):
-            console.print(item)
-        h = result.headline
-        value = h.get("mean", h.get("value"))
-        ci = (f" [{h['ci_low'] * 100:.2f}, {h['ci_high'] * 100:.2f}]"
-              if "ci_low" in h else (f" ± {h['std'] * 100:.2f}" if "std" in h else ""))
-        console.print(f"{h['name']}: {value * 100:.2f}{ci}")
-        rel = result.metrics.get("condition_reliance")
-        if rel:  # --condition-test: one line per perturbation
-            for kind in ("shuffled", "empty"):
-                e = rel[kind]
-                if "skipped" in e:
-                    console.print(f"condition test, {kind}: n/a ({e['skipped']})")
-                    continue
-                d = e["drop"]
-                console.print(f"condition test, {kind} conditions: drop {d['mean'] * 100:+.2f} "
-                              f"[{d['ci_low'] * 100:+.2f}, {d['ci_high'] * 100:+.2f}]"
-                              f"{' (significant)' if d['significant'] else ''}, top-1 changed "
-                              f"{e['top1_changed'] * 100:.1f}%")
-        skipped = {k: v for k, v in result.skipped.items()
-                   if isinstance(v, int) and v and k != "examples"}
-        if skipped:
-            console.print(f"[yellow]skipped: {skipped} (details in results.json)[/]")
-        console.print(f"wrote {out / 'results.json'} and {out / 'model_card.yaml'}")
+        if main_rank:
+            print_result(spec, result, out)
 
     command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     command.__name__ = f"eval_{spec.name}"

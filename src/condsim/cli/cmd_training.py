@@ -10,13 +10,17 @@ from rich.console import Console
 from rich.table import Table
 
 from condsim.cli.common import check_out_dir
+from condsim.cli.launch import (
+    gpus_per_node_option,
+    launch,
+    partition_option,
+    slurm_hours_option,
+    submit_option,
+    submit_target,
+)
 from condsim.errors import CondsimError
 from condsim.progress import rich_progress
 from condsim.training.launch import argv_from_context
-
-SUBMIT_HELP = ("Launch as a distributed job through submitit instead of training here: "
-               "slurm:NODES (one task per GPU, --gpus-per-node/--partition/--slurm-hours) or "
-               "local:TASKS (processes on this machine); resumes from OUT/last when requeued.")
 
 console = Console(stderr=True)
 
@@ -126,21 +130,13 @@ def register_train(app: typer.Typer) -> None:
 
     def _launched(ctx: typer.Context, out: Path, submit: str | None, gpus_per_node: int,
                   hours: int, partition: str | None) -> bool:
-        """With --submit, launch this same command as a submitit job and return True."""
-        if not submit:
+        """With --submit, launch this same command as a submitit job and return True (the
+        --submit value is checked first: see :func:`condsim.cli.launch.submit_target`)."""
+        target = submit_target(submit)
+        if target is None:
             return False
-        from condsim.training.launch import SubmitTarget
-        from condsim.training.launch import submit as submit_job
-
-        target = SubmitTarget.parse(submit)
-        job = submit_job(argv_from_context(ctx), out, target, gpus_per_node=gpus_per_node,
-                         hours=hours, partition=partition)
-        if target.cluster == "local":
-            console.print(f"submitit job {job.job_id} ({target.count} tasks) finished; "
-                          f"checkpoints in {out}")
-        else:
-            console.print(f"submitted SLURM job {job.job_id} ({target.count} node(s) x "
-                          f"{gpus_per_node} GPUs); logs in {out / 'submitit'}")
+        launch(ctx, out, target, gpus_per_node=gpus_per_node, hours=hours,
+               partition=partition, outputs="checkpoints", console=console)
         return True
 
     train_app = typer.Typer(help="Train the seeds' models (Combiner, CondViT).",
@@ -175,9 +171,8 @@ def register_train(app: typer.Typer) -> None:
                                 "selection: cirr:<CIRR root> or genecis:<root>."),
         slurm_nodes: int = typer.Option(0, help="Write OUT/train.sbatch for this many SLURM "
                                         "nodes instead of training here."),
-        submit: str = typer.Option(None, help=SUBMIT_HELP),
-        gpus_per_node: int = typer.Option(8), slurm_hours: int = typer.Option(24),
-        partition: str = typer.Option(None),
+        submit: str | None = submit_option(), gpus_per_node: int = gpus_per_node_option(),
+        slurm_hours: int = slurm_hours_option(), partition: str | None = partition_option(),
     ) -> None:
         """Train a Combiner on frozen CLIP features of mined triplets (GeneCIS recipe) or of
         CIRR's train split (--cirr-root); resumes from OUT/last when present. Works under
@@ -231,9 +226,8 @@ def register_train(app: typer.Typer) -> None:
             "distractors (seeded folds) selects OUT/best."),
         val_dists: int = typer.Option(1000, help="Distractors of the validation score."),
         val_k: int = typer.Option(1, help="K of the validation recall."),
-        submit: str = typer.Option(None, help=SUBMIT_HELP),
-        gpus_per_node: int = typer.Option(8), slurm_hours: int = typer.Option(24),
-        partition: str = typer.Option(None),
+        submit: str | None = submit_option(), gpus_per_node: int = gpus_per_node_option(),
+        slurm_hours: int = slurm_hours_option(), partition: str | None = partition_option(),
     ) -> None:
         """Train a CondViT (LRVS-F recipe) conditioned on categories or captions; resumes
         from OUT/last. A text-conditioned checkpoint loads its text tower from --init, so

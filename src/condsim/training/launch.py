@@ -1,12 +1,14 @@
-"""Launch ``condsim train ...`` as a distributed job through submitit (extra ``submitit``):
-on SLURM (``slurm:NODES``, one task per GPU) as GeneCIS' ``submitit_train_cc3m.sh`` does, or
-on this machine (``local:N``, N processes; gloo on CPU), which also tests the whole path.
+"""Launch a ``condsim`` command (``train ...``, ``eval <benchmark> ...``) as one distributed
+job through submitit (extra ``submitit``): on SLURM (``slurm:NODES``, one task per GPU) as
+GeneCIS' ``submitit_train_cc3m.sh`` does, or on this machine (``local:N``, N processes; gloo
+on CPU), which also tests the whole path.
 
 Each task sets the ``torch.distributed`` environment (``MASTER_ADDR`` = first host, ``RANK``,
-``WORLD_SIZE``, ``LOCAL_RANK``) from submitit's ``JobEnvironment`` and runs the same
-``condsim train`` command line; the trainer then initialises the process group exactly as
-under ``torchrun``. On preemption or timeout the job requeues itself and training resumes
-from ``OUT/last``.
+``WORLD_SIZE``, ``LOCAL_RANK``) from submitit's ``JobEnvironment`` and runs the same command
+line without its launch options (so a task never submits again); the trainer or the
+evaluation then initialises the process group exactly as under ``torchrun``. On preemption or
+timeout the job requeues the same command: training resumes from ``OUT/last``, an evaluation
+reruns over its embedding cache.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 
 from condsim.errors import CondsimError
 
-#: options that choose how to launch, not what to train (dropped from the tasks' argv)
+#: options that choose how to launch, not what to run (dropped from the tasks' argv)
 LAUNCH_OPTIONS = ("submit", "slurm_nodes", "gpus_per_node", "slurm_hours", "partition")
 
 
@@ -58,10 +60,10 @@ def resolve_entry(entry: Entry) -> Callable[[list[str]], int]:
     return getattr(importlib.import_module(module), func)
 
 
-class SubmititTraining:
+class SubmititTask:
     """What submitit runs in every task: the distributed environment, then ``entry(argv)``
-    (by default ``condsim <argv>``); ``checkpoint`` requeues the same command (the trainer
-    resumes from OUT/last)."""
+    (by default ``condsim <argv>``); ``checkpoint`` requeues the same command (a trainer
+    resumes from OUT/last, an evaluation finds its encodings in the cache)."""
 
     def __init__(self, argv: Sequence[str], port: int, entry: Entry = CLI_ENTRY) -> None:
         self.argv = list(argv)
@@ -88,13 +90,19 @@ class SubmititTraining:
         import submitit
 
         return submitit.helpers.DelayedSubmission(
-            SubmititTraining(self.argv, self.port, self.entry))
+            type(self)(self.argv, self.port, self.entry))
+
+
+#: the former name (``condsim train`` was the first command launched this way)
+SubmititTraining = SubmititTask
 
 
 def argv_from_context(ctx: Any, drop: Sequence[str] = LAUNCH_OPTIONS) -> list[str]:
-    """The command line (``train <command> --opt value ...``) that reproduces the options of
-    a click/typer context ``ctx``, without the launch options. (Typer ships its own copy of
-    click, so options are recognised by their attributes, not their class.)"""
+    """The command line (``train <command> --opt value ...``, ``eval <benchmark> ...``) that
+    reproduces the options of a click/typer context ``ctx``, without the launch options ``drop``:
+    options left unset are left out, a list option repeats its flag per value, a boolean flag
+    is written as its on or off flag. (Typer ships its own copy of click, so options are
+    recognised by their attributes, not their class.)"""
     argv = [ctx.parent.info_name or "train", ctx.info_name or ""] if ctx.parent else []
     for param in ctx.command.params:
         if getattr(param, "param_type_name", "") != "option" or param.name in drop:
@@ -113,28 +121,41 @@ def argv_from_context(ctx: Any, drop: Sequence[str] = LAUNCH_OPTIONS) -> list[st
     return argv
 
 
+def job_name(argv: Sequence[str]) -> str:
+    """The job's name: ``condsim-`` and the command's words before its options, e.g.
+    ``condsim-train-combiner`` or ``condsim-eval-cirr``."""
+    words = []
+    for arg in argv:
+        if arg.startswith("-"):
+            break
+        words.append(arg)
+    return "-".join(["condsim", *words[:2]])
+
+
 def submit(argv: Sequence[str], out_dir: str | Path, target: SubmitTarget, *,
            gpus_per_node: int = 8, hours: int = 24, partition: str | None = None,
-           wait: bool | None = None, entry: Entry = CLI_ENTRY) -> Any:
+           wait: bool | None = None, entry: Entry = CLI_ENTRY, name: str | None = None) -> Any:
     """Submit ``condsim <argv>`` (``entry(argv)``: see :data:`CLI_ENTRY`) as one distributed
-    job; returns the submitit job. ``local`` jobs are waited for (``wait=None``) and their
-    failures raised."""
+    job named ``name`` (default: :func:`job_name`) with its logs in ``OUT/submitit``; returns
+    the submitit job. ``local`` jobs are waited for (``wait=None``) and their failures
+    raised."""
     try:
         import submitit
     except ImportError as exc:
         raise CondsimError("--submit needs submitit: pip install 'condsim[submitit]'") from exc
     folder = Path(out_dir) / "submitit"
+    name = name or job_name(argv)
     executor = submitit.AutoExecutor(folder=str(folder), cluster=target.cluster)
     if target.cluster == "slurm":
         executor.update_parameters(
-            name="condsim-train", nodes=target.count, tasks_per_node=gpus_per_node,
+            name=name, nodes=target.count, tasks_per_node=gpus_per_node,
             gpus_per_node=gpus_per_node, cpus_per_task=8, timeout_min=60 * hours,
             slurm_partition=partition, slurm_signal_delay_s=120)
     else:
-        executor.update_parameters(name="condsim-train", tasks_per_node=target.count,
+        executor.update_parameters(name=name, tasks_per_node=target.count,
                                    timeout_min=60 * hours)
     port = 20000 + int.from_bytes(os.urandom(2), "little") % 20000
-    job = executor.submit(SubmititTraining(list(argv), port, entry))
+    job = executor.submit(SubmititTask(list(argv), port, entry))
     if wait if wait is not None else target.cluster == "local":
         try:
             job.results()
