@@ -93,10 +93,6 @@ class SubmititTask:
             type(self)(self.argv, self.port, self.entry))
 
 
-#: the former name (``condsim train`` was the first command launched this way)
-SubmititTraining = SubmititTask
-
-
 def argv_from_context(ctx: Any, drop: Sequence[str] = LAUNCH_OPTIONS) -> list[str]:
     """The command line (``train <command> --opt value ...``, ``eval <benchmark> ...``) that
     reproduces the options of a click/typer context ``ctx``, without the launch options ``drop``:
