@@ -281,3 +281,80 @@ def test_lrvsf_exception_on_rank_1_stops_both_ranks(lrvsf_root, tmp_path):
     ranks = _two_ranks(tmp_path, lrvsf_root, fail_on_rank=1, kind="lrvsf")
     errors = [r.get("error", "") for r in ranks]
     assert errors[0] == errors[1] and "rank 1" in errors[0] and "disk on fire" in errors[0]
+
+
+def _tie_world(bad_row: int | None = None) -> Any:
+    """An :class:`EncodedSplit` with coarse embeddings (exact ties, duplicate gallery rows on
+    both sides of the shard cut), several relevant and excluded items per query; a NaN in
+    gallery row ``bad_row`` when given."""
+    import numpy as np
+
+    from condsim.benchmarks.protocol import CIRSplit, EncodedSplit
+
+    rng = np.random.default_rng(4)
+    n_q, n = 17, 41
+    q = rng.integers(-2, 3, (n_q, 5)).astype(np.float32) / 4
+    g = rng.integers(-2, 3, (n, 5)).astype(np.float32) / 4
+    g[25:31] = g[:6]
+    if bad_row is not None:
+        g[bad_row] = np.nan
+    rel, exc = [], []
+    for _ in range(n_q):
+        cols = rng.permutation(n)
+        k = int(rng.integers(1, 4))
+        rel.append(cols[:k].tolist())
+        exc.append(cols[k:k + 2].tolist())
+    split = CIRSplit("ties", [b"g"] * n, [b"q"] * n_q, ["c"] * n_q, list(range(n_q)), rel,
+                     excluded=exc)
+    return EncodedSplit(split, q, g, 0)
+
+
+def _rank_split_arrays(bad_row: int | None = None) -> dict[str, Any]:
+    from types import SimpleNamespace
+
+    from condsim.benchmarks.protocol import rank_split
+
+    cfg = SimpleNamespace(device="cpu", query_block=4, gallery_block=6)
+    try:
+        out = {}
+        for thresholds in ("all", "best"):
+            r = rank_split(_tie_world(bad_row), cfg, thresholds=thresholds, top=25)
+            out[thresholds] = {k: v.tolist() for k, v in vars(r).items()}
+        return out
+    except Exception as e:  # noqa: BLE001 - reported to the test
+        return {"error": f"{type(e).__name__}: {e}"}
+
+
+def _split_worker(rank: int, init: str, report: str) -> None:
+    import torch.distributed as dist
+
+    os.environ["OMP_NUM_THREADS"] = "1"
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
+    record = {"good": _rank_split_arrays(), "bad": _rank_split_arrays(bad_row=39)}
+    Path(report, f"rank{rank}.json").write_text(json.dumps(record))
+    dist.destroy_process_group()
+
+
+def test_rank_split_shards_with_ties_and_agreed_errors(tmp_path):
+    """``rank_split`` on 2 gloo ranks (a gallery shard each) returns the 1-process
+    :class:`RelevantRanks` on both ranks, exact ties, duplicates and a top larger than a shard
+    included; a NaN gallery row in rank 1's shard is the same error on both ranks (no hang)."""
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_split_worker, args=(r, f"file://{tmp_path / 'pg'}",
+                                                     str(tmp_path))) for r in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(TIMEOUT)
+    alive = [p for p in procs if p.is_alive()]
+    for p in alive:
+        p.kill()
+    assert not alive, "a rank hung"
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    one = _rank_split_arrays()
+    assert "error" not in one
+    want = json.dumps(one, sort_keys=True)  # NaN padding: compare the JSON text
+    assert all(json.dumps(r["good"], sort_keys=True) == want for r in ranks)
+    errors = [r["bad"].get("error", "") for r in ranks]
+    assert errors[0] == errors[1] and "DataError" in errors[0] and "rank 1" in errors[0]
+    assert "NaN" in errors[0]
