@@ -9,9 +9,11 @@ happens here, once:
    (together at most ``max_missing``) leave the gallery, and the queries that need them are
    skipped and counted; more is an error naming the first files;
 2. **encode once, through the cache**: each unique image (and each unique
-   (image, condition) query) is encoded at most once and only when not cached;
+   (image, condition) query) is encoded at most once and only when not cached
+   (under ``torchrun`` each rank encodes a share into the shared cache first);
 3. **blockwise tie-safe scoring** in bounded memory (:func:`condsim.search.blockwise.
-   rank_relevant`: one row-dot rule, float32, query blocks x gallery blocks);
+   rank_relevant`: one row-dot rule, float32, query blocks x gallery blocks; under
+   ``torchrun`` one gallery shard per rank, counts all-reduced: :func:`rank_split`);
 4. **bootstrap CIs** of every per-query metric (:func:`summarize`), the **failure gallery**
    (:func:`failure_cases`), and the **headline** taken from the spec's main score
    (:func:`headline_of`).
