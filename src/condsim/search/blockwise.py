@@ -298,7 +298,10 @@ def _block_top(approx: torch.Tensor, qa: torch.Tensor, block: torch.Tensor, star
     included), so its screened score is at least ``max(a_T - 2 delta, s_T - delta)``; the
     thresholds below take one ``delta`` more, which also covers float32 rounding of the
     subtraction (``delta >= 16 u |approx|``). Those are re-scored with the row-dot rule and
-    merged by :data:`TOP_ORDER`."""
+    merged by :data:`TOP_ORDER`. Blocks come in ascending column order, so once a row's top
+    is full a candidate that only ties with ``s_T`` (a higher column) cannot enter: only
+    exact scores above ``s_T`` are merged (every one while the top is not full: ``s_T =
+    -inf``)."""
     top = run_c.shape[1]
     kk = min(top, approx.shape[1])
     a_t = approx.topk(kk, dim=1).values[:, -1]
@@ -306,14 +309,18 @@ def _block_top(approx: torch.Tensor, qa: torch.Tensor, block: torch.Tensor, star
     thr = torch.maximum(a_t - 3 * delta, s_t - 2 * delta)
     cand = (approx >= thr[:, None]) & (approx > -torch.inf)
     r, c = cand.nonzero(as_tuple=True)
-    exact = np.empty(r.numel(), np.float32)
+    found_r, found_c, found_s = [], [], []
     for s in range(0, r.numel(), _RECHECK_CHUNK):
         rr, cc = r[s:s + _RECHECK_CHUNK], c[s:s + _RECHECK_CHUNK]
-        exact[s:s + rr.numel()] = rowwise_dot(qa[rr], block[cc]).cpu().numpy()
+        exact = rowwise_dot(qa[rr], block[cc])
+        enter = exact > s_t[rr]
+        found_r.append(rr[enter].cpu().numpy())
+        found_c.append(cc[enter].cpu().numpy() + start)
+        found_s.append(exact[enter].cpu().numpy())
     held = run_c >= 0
-    rows = np.concatenate([np.nonzero(held)[0], r.cpu().numpy()])
-    cols = np.concatenate([run_c[held], c.cpu().numpy() + start])
-    scores = np.concatenate([run_s[held], exact])
+    rows = np.concatenate([np.nonzero(held)[0], *found_r])
+    cols = np.concatenate([run_c[held], *found_c])
+    scores = np.concatenate([run_s[held], *found_s])
     return _top_by_rule(rows, cols, scores, run_c.shape[0], top)
 
 
