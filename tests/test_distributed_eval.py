@@ -1,10 +1,12 @@
 """Evaluation under torch.distributed: 2 gloo processes give the metrics of 1 process, encode
-every image once across the ranks, and stop together on a bad image (no hang)."""
+every image once across the ranks, score only their own gallery shard (CIR benchmarks), and
+stop together on a bad image (no hang)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import multiprocessing as mp
 import os
 from pathlib import Path
@@ -59,6 +61,12 @@ def _config(kind: str, root: str, cache: str) -> Any:
                            cache_dir=cache, batch_size=16, block_size=16,
                            aggregate_batches=20, fragments_readahead=0,
                            dist_category_col="status", condition_test=True)
+    if kind == "circo":
+        from condsim.benchmarks.circo import CircoConfig
+
+        # small blocks: several query and gallery blocks per rank's shard
+        return CircoConfig(root=root, cache_dir=cache, n_bootstrap=100, condition_test=True,
+                           query_block=8, gallery_block=16)
     if kind == "genecis":
         from condsim.benchmarks.genecis import GenecisConfig
 
@@ -70,19 +78,40 @@ def _config(kind: str, root: str, cache: str) -> Any:
     return CirrConfig(root=root, cache_dir=cache, n_bootstrap=100)
 
 
+class ScoredShards(logging.Handler):
+    """Records the gallery shard each :func:`condsim.benchmarks.protocol.rank_split` call of
+    this rank scored (its debug record: label, rank, world, lo, hi, gallery size)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.shards: list[list[Any]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith("scoring ") and "gallery columns" in record.msg:
+            self.shards.append(list(record.args))
+
+
 def _run(root: str, cache: str, out: str | None, fail_on_rank: int | None,
          kind: str = "cirr") -> dict[str, Any]:
     enc = RecordingEncoder(fail_on_rank)
     cfg = _config(kind, root, cache)
     record: dict[str, Any] = {}
+    log = logging.getLogger("condsim.benchmarks.protocol")
+    scored, level = ScoredShards(), log.level
+    log.addHandler(scored)
+    log.setLevel(logging.DEBUG)
     try:
         res = run_benchmark(enc, cfg, out)
         record["metrics"] = json.dumps(res.metrics, sort_keys=True)
         record["world_size"] = res.extra["world_size"]
         record["skipped"] = json.dumps(res.skipped, sort_keys=True)
+        record["failures"] = json.dumps(res.extra["failures"], sort_keys=True)
     except Exception as e:  # noqa: BLE001 - reported to the test
         record["error"] = f"{type(e).__name__}: {e}"
-    record.update(targets=enc.targets, queries=enc.queries)
+    finally:
+        log.removeHandler(scored)
+        log.setLevel(level)
+    record.update(targets=enc.targets, queries=enc.queries, scored=scored.shards)
     return record
 
 
@@ -125,6 +154,8 @@ def _check_equal_and_once(one: dict[str, Any], ranks: list[dict[str, Any]]) -> N
     for r in ranks:
         assert "error" not in r, r["error"]
         assert r["metrics"] == one["metrics"] and r["world_size"] == 2
+        if "failures" in one:  # the failure gallery too (merged top candidates)
+            assert r["failures"] == one["failures"]
     # every image and every query encoded exactly once across the ranks
     targets = ranks[0]["targets"] + ranks[1]["targets"]
     queries = ranks[0]["queries"] + ranks[1]["queries"]
@@ -133,9 +164,23 @@ def _check_equal_and_once(one: dict[str, Any], ranks: list[dict[str, Any]]) -> N
     assert ranks[0]["targets"] and ranks[1]["targets"]  # both ranks did work
 
 
+def _check_scored_shards(one: dict[str, Any], ranks: list[dict[str, Any]], n_calls: int
+                         ) -> None:
+    """Each rank scored only its contiguous half of the gallery in every ``rank_split`` call
+    (``n_calls`` of them), 1 process no shard."""
+    assert one["scored"] == []
+    for rank, r in enumerate(ranks):
+        assert len(r["scored"]) == n_calls
+        for _label, at, world, lo, hi, n in r["scored"]:
+            assert (at, world) == (rank, 2) and n > 2
+            assert (lo, hi) == ((0, n // 2) if rank == 0 else (n // 2, n))
+
+
 def test_cirr_two_ranks_equal_one_and_encode_once(root, tmp_path):
     one = _run(str(root), str(tmp_path / "c1"), str(tmp_path / "out1"), None)
-    _check_equal_and_once(one, _two_ranks(tmp_path, root))
+    ranks = _two_ranks(tmp_path, root)
+    _check_equal_and_once(one, ranks)
+    _check_scored_shards(one, ranks, 1)
     # rank 0 alone wrote results.json, with the same metrics
     saved = json.loads((tmp_path / "out2" / "results.json").read_text())
     assert json.dumps(saved["metrics"], sort_keys=True) == one["metrics"]
@@ -159,6 +204,24 @@ def test_exception_on_rank_1_stops_both_ranks(root, tmp_path):
     ranks = _two_ranks(tmp_path, root, fail_on_rank=1)
     errors = [r.get("error", "") for r in ranks]
     assert errors[0] == errors[1] and "rank 1" in errors[0] and "disk on fire" in errors[0]
+
+
+def test_circo_condition_test_two_ranks_equal_one_and_encode_once(tmp_path):
+    """CIRCO (several ground truths per query: mAP@K) with the condition test: the same
+    metrics (condition reliance included) and failure gallery, every image and every query
+    (perturbed conditions included) encoded once across the ranks, and each rank scoring its
+    gallery half in the main run and in both perturbed runs."""
+    from condsim.synthetic.circo import write_circo
+
+    root = write_circo(tmp_path / "circo", n_queries=24, seed=0)
+    one = _run(str(root), str(tmp_path / "c1"), None, None, "circo")
+    assert "condition_reliance" in json.loads(one["metrics"])
+    assert json.loads(one["failures"])  # a failure gallery to compare
+    ranks = _two_ranks(tmp_path, root, kind="circo")
+    _check_equal_and_once(one, ranks)
+    _check_scored_shards(one, ranks, 3)
+    # perturbed queries too: 1 process encodes originals + shuffled + empty, 2 ranks share
+    assert len(one["queries"]) > 24 and ranks[0]["queries"] and ranks[1]["queries"]
 
 
 def test_genecis_two_ranks_equal_one_and_encode_once(tmp_path):
@@ -218,6 +281,83 @@ def test_lrvsf_exception_on_rank_1_stops_both_ranks(lrvsf_root, tmp_path):
     ranks = _two_ranks(tmp_path, lrvsf_root, fail_on_rank=1, kind="lrvsf")
     errors = [r.get("error", "") for r in ranks]
     assert errors[0] == errors[1] and "rank 1" in errors[0] and "disk on fire" in errors[0]
+
+
+def _tie_world(bad_row: int | None = None) -> Any:
+    """An :class:`EncodedSplit` with coarse embeddings (exact ties, duplicate gallery rows on
+    both sides of the shard cut), several relevant and excluded items per query; a NaN in
+    gallery row ``bad_row`` when given."""
+    import numpy as np
+
+    from condsim.benchmarks.protocol import CIRSplit, EncodedSplit
+
+    rng = np.random.default_rng(4)
+    n_q, n = 17, 41
+    q = rng.integers(-2, 3, (n_q, 5)).astype(np.float32) / 4
+    g = rng.integers(-2, 3, (n, 5)).astype(np.float32) / 4
+    g[25:31] = g[:6]
+    if bad_row is not None:
+        g[bad_row] = np.nan
+    rel, exc = [], []
+    for _ in range(n_q):
+        cols = rng.permutation(n)
+        k = int(rng.integers(1, 4))
+        rel.append(cols[:k].tolist())
+        exc.append(cols[k:k + 2].tolist())
+    split = CIRSplit("ties", [b"g"] * n, [b"q"] * n_q, ["c"] * n_q, list(range(n_q)), rel,
+                     excluded=exc)
+    return EncodedSplit(split, q, g, 0)
+
+
+def _rank_split_arrays(bad_row: int | None = None) -> dict[str, Any]:
+    from types import SimpleNamespace
+
+    from condsim.benchmarks.protocol import rank_split
+
+    cfg = SimpleNamespace(device="cpu", query_block=4, gallery_block=6)
+    try:
+        out = {}
+        for thresholds in ("all", "best"):
+            r = rank_split(_tie_world(bad_row), cfg, thresholds=thresholds, top=25)
+            out[thresholds] = {k: v.tolist() for k, v in vars(r).items()}
+        return out
+    except Exception as e:  # noqa: BLE001 - reported to the test
+        return {"error": f"{type(e).__name__}: {e}"}
+
+
+def _split_worker(rank: int, init: str, report: str) -> None:
+    import torch.distributed as dist
+
+    os.environ["OMP_NUM_THREADS"] = "1"
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
+    record = {"good": _rank_split_arrays(), "bad": _rank_split_arrays(bad_row=39)}
+    Path(report, f"rank{rank}.json").write_text(json.dumps(record))
+    dist.destroy_process_group()
+
+
+def test_rank_split_shards_with_ties_and_agreed_errors(tmp_path):
+    """``rank_split`` on 2 gloo ranks (a gallery shard each) returns the 1-process
+    :class:`RelevantRanks` on both ranks, exact ties, duplicates and a top larger than a shard
+    included; a NaN gallery row in rank 1's shard is the same error on both ranks (no hang)."""
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_split_worker, args=(r, f"file://{tmp_path / 'pg'}",
+                                                     str(tmp_path))) for r in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(TIMEOUT)
+    alive = [p for p in procs if p.is_alive()]
+    for p in alive:
+        p.kill()
+    assert not alive, "a rank hung"
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    one = _rank_split_arrays()
+    assert "error" not in one
+    want = json.dumps(one, sort_keys=True)  # NaN padding: compare the JSON text
+    assert all(json.dumps(r["good"], sort_keys=True) == want for r in ranks)
+    errors = [r["bad"].get("error", "") for r in ranks]
+    assert errors[0] == errors[1] and "DataError" in errors[0] and "rank 1" in errors[0]
+    assert "NaN" in errors[0]
 
 
 def _submission(kind: str, root: str, cache: str, out: str) -> dict[str, Any]:

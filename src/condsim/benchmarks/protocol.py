@@ -9,9 +9,11 @@ happens here, once:
    (together at most ``max_missing``) leave the gallery, and the queries that need them are
    skipped and counted; more is an error naming the first files;
 2. **encode once, through the cache**: each unique image (and each unique
-   (image, condition) query) is encoded at most once and only when not cached;
+   (image, condition) query) is encoded at most once and only when not cached
+   (under ``torchrun`` each rank encodes a share into the shared cache first);
 3. **blockwise tie-safe scoring** in bounded memory (:func:`condsim.search.blockwise.
-   rank_relevant`: one row-dot rule, float32, query blocks x gallery blocks);
+   rank_relevant`: one row-dot rule, float32, query blocks x gallery blocks; under
+   ``torchrun`` one gallery shard per rank, counts all-reduced: :func:`rank_split`);
 4. **bootstrap CIs** of every per-query metric (:func:`summarize`), the **failure gallery**
    (:func:`failure_cases`), and the **headline** taken from the spec's main score
    (:func:`headline_of`).
@@ -36,7 +38,7 @@ from condsim.paths import default_cache_dir
 from condsim.progress import ProgressFactory
 from condsim.results.failures import FAILURES_SCHEMA, file_ref
 from condsim.results.run_result import RunResult
-from condsim.search.blockwise import RelevantRanks, rank_relevant
+from condsim.search.blockwise import RelevantRanks, merge_tops, rank_relevant
 
 logger = logging.getLogger(__name__)
 
@@ -217,6 +219,25 @@ def _share_split(model: Any, cache: EmbeddingCache, split: CIRSplit, present: Se
                   num_workers=cfg.num_workers, what=split.label)
 
 
+def _share_queries(model: Any, cache: EmbeddingCache, split: CIRSplit, cfg: Any,
+                   digests: FileDigests, what: str) -> None:
+    """Under ``torchrun``: the split's composed queries (e.g. with perturbed conditions)
+    encoded across the ranks into the shared cache, each unique (image, condition) once
+    across the job (:func:`condsim.distributed.shared_encode`, no gallery images), so that
+    :func:`_encode_queries` that follows reads them from the cache on every rank."""
+    from condsim.distributed import rank_world, shared_encode
+
+    if rank_world()[1] == 1:
+        return
+    composed = [i for i, c in enumerate(split.conditions) if c is not None]
+    queries = [split.queries[i] for i in composed]
+    conds = [str(split.conditions[i]) for i in composed]
+    shared_encode(model, cache, [], np.empty(0, KEY_DTYPE), queries, conds,
+                  _item_keys(model, queries, conds, digests),
+                  _item_keys(model, queries, None, digests), batch_size=cfg.batch_size,
+                  num_workers=cfg.num_workers, what=what)
+
+
 def encode_split(model: Any, cache: EmbeddingCache, split: CIRSplit, cfg: Any,
                  budget: MissingBudget, progress: ProgressFactory) -> EncodedSplit:
     """Apply the missing/undecodable policy and encode the gallery and the queries. Under
@@ -295,13 +316,45 @@ def _encode_queries(model: Any, cache: EmbeddingCache, split: CIRSplit, cfg: Any
 
 def rank_split(encoded: EncodedSplit, cfg: Any, *, thresholds: str = "all", top: int = 3,
                progress: ProgressFactory | None = None) -> RelevantRanks:
-    """Blockwise tie-safe ranks of every query's relevant items (bounded memory)."""
+    """Blockwise tie-safe ranks of every query's relevant items (bounded memory).
+
+    Under ``torchrun`` the gallery is scored in shards: rank ``r`` counts only its contiguous
+    columns ``[lo_r, hi_r)`` (:func:`condsim.distributed.shard_bounds`, ``rank_relevant(...,
+    columns=...)``), one int64 ``all_reduce`` (sum) of ``greater``/``ties`` adds the shards'
+    counts, and the shards' top candidates, gathered on every rank, are merged by the
+    declared order (:func:`condsim.search.blockwise.merge_tops`: exact score, then lower
+    column) and cut to ``top``. Every rank returns the 1-process :class:`RelevantRanks`; an
+    error on any rank is the same :class:`DataError` on every rank."""
+    from condsim.distributed import (
+        all_gather_objects,
+        all_reduce_sum,
+        rank_world,
+        run_agreed,
+        shard_bounds,
+    )
+
     split = encoded.split
     bar = progress(f"score {split.label}", len(split.queries)) if progress else None
-    return rank_relevant(encoded.queries, encoded.gallery, split.relevant, split.excluded,
-                         thresholds=thresholds, top=top, device=cfg.device, progress=bar,
-                         query_block=getattr(cfg, "query_block", 1024),
-                         gallery_block=getattr(cfg, "gallery_block", 8192))
+    kwargs: dict[str, Any] = {
+        "thresholds": thresholds, "top": top, "device": cfg.device, "progress": bar,
+        "query_block": getattr(cfg, "query_block", 1024),
+        "gallery_block": getattr(cfg, "gallery_block", 8192)}
+    rank, world = rank_world()
+    if world == 1:
+        return rank_relevant(encoded.queries, encoded.gallery, split.relevant, split.excluded,
+                             **kwargs)
+    n = int(encoded.gallery.shape[0])
+    lo, hi = shard_bounds(n, rank, world)
+    logger.debug("scoring %s: rank %d of %d, gallery columns [%d, %d) of %d", split.label,
+                 rank, world, lo, hi, n)
+    part = run_agreed(lambda: rank_relevant(
+        encoded.queries, encoded.gallery, split.relevant, split.excluded, columns=(lo, hi),
+        **kwargs), f"scoring {split.label}")
+    greater, ties = all_reduce_sum([part.greater, part.ties])
+    top_cols, top_scores = merge_tops(all_gather_objects((part.top_cols, part.top_scores)),
+                                      top)
+    return replace(part, greater=greater, ties=ties, top_cols=top_cols,
+                   top_scores=top_scores)
 
 
 def top_candidates(encoded: EncodedSplit, cfg: Any, k: int, *, include_relevant: bool,
@@ -532,15 +585,19 @@ def condition_runs_split(model: Any, cache: EmbeddingCache, encoded: EncodedSpli
     """The condition test of one encoded split: its queries re-encoded (through the cache,
     keyed by their condition; the gallery embeddings reused) with the perturbed conditions of
     :func:`perturbed_conditions`, ranked with the same rule, scored by the benchmark's
-    ``per_query`` headline metric (``ranks -> (Q,)``); ``ranks`` are the original run's."""
+    ``per_query`` headline metric (``ranks -> (Q,)``); ``ranks`` are the original run's. Under
+    ``torchrun`` the perturbed queries are encoded across the ranks, each once
+    (:func:`_share_queries`), and ranked in gallery shards (:func:`rank_split`)."""
     split = encoded.split
     original = np.asarray(per_query(ranks), np.float64)
     top0 = top1_of_ranks(ranks)
     runs = ConditionRuns(original, {}, {})
+    digests = FileDigests()
     for kind in PERTURBATIONS:
         conds, counts = perturbed_conditions(split.conditions, kind, cfg.seed, stream)
         moved = replace(split, conditions=conds)
-        q = _encode_queries(model, cache, moved, cfg, FileDigests(), progress)
+        _share_queries(model, cache, moved, cfg, digests, f"{split.label} {kind} conditions")
+        q = _encode_queries(model, cache, moved, cfg, digests, progress)
         if not np.isfinite(q).all():
             raise DataError(f"{split.label}: a query with a {kind} condition has a non-finite "
                             "embedding")

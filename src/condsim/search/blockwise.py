@@ -16,13 +16,22 @@ certified error bound; only the pairs within that bound of a threshold are recom
 the row-dot rule (:func:`condsim.search.exact.screening_error_coef`).
 
 Counts are sums over gallery blocks, so gallery shards can be scored apart and their counts
-added.
+added: ``rank_relevant(..., columns=(lo, hi))`` counts (and keeps top candidates from) the
+gallery columns ``[lo, hi)`` only, and over any partition of ``[0, N)`` into column ranges the
+shards' ``greater``/``ties`` sum to the full call's while :func:`merge_tops` of their top
+candidates gives the full call's ``top_cols``/``top_scores``.
+
+**Top-candidate order** (:data:`TOP_ORDER`): by exact row-dot score, best first; among equal
+scores the lower gallery column first (``np.lexsort((cols, -scores))``). The candidates are
+certified: every gallery item that can reach the top ``T`` by exact score is re-scored with
+the row-dot rule (the screen's error bound decides which), so the result does not depend on
+how the gallery is cut into blocks or shards.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +45,9 @@ logger = logging.getLogger(__name__)
 
 #: pairs re-scored exactly per step (bounds the gather buffer: 16K x dim floats x 2)
 _RECHECK_CHUNK = 1 << 14
+#: the declared order of ``RelevantRanks.top_cols`` / ``top_scores`` (module docstring)
+TOP_ORDER = ("exact row-dot score descending; equal scores: lower gallery column first "
+             "(np.lexsort((cols, -scores)))")
 
 
 @dataclass(frozen=True)
@@ -48,8 +60,9 @@ class RelevantRanks:
     ``q`` nor excluded). With ``thresholds="best"`` only the best-scoring relevant item of
     each query was counted: its column is ``best[q]`` and ``greater``/``ties`` have one
     column. ``top_cols``/``top_scores`` ``(Q, T)`` hold the ``T`` highest-scoring
-    non-relevant, non-excluded items (row-dot scores, best first; ``-1``/``-inf`` when the
-    gallery is smaller), for failure cases.
+    non-relevant, non-excluded items (row-dot scores, best first, equal scores by lower
+    column: :data:`TOP_ORDER`; ``-1``/``-inf`` when the gallery is smaller), for failure
+    cases.
     """
 
     n_relevant: np.ndarray
@@ -109,6 +122,7 @@ def rank_relevant(
     gallery_block: int = 8192,
     device: str | torch.device | None = None,
     progress: Callable[[int], None] | None = None,
+    columns: tuple[int, int] | None = None,
 ) -> RelevantRanks:
     """Rank every query's relevant items against the rest of the gallery (module docstring).
 
@@ -117,7 +131,13 @@ def rank_relevant(
     (an excluded column is neither a competitor nor retrievable, so it must not be
     relevant). ``thresholds="best"`` counts only against each query's best relevant score
     (any-hit metrics; one pass whatever the number of relevant items). ``progress`` gets the
-    number of queries finished."""
+    number of queries finished.
+
+    ``columns=(lo, hi)`` scores one gallery shard: only the columns ``lo <= j < hi`` are
+    counted in ``greater``/``ties`` and can enter ``top_cols``; the relevant items' own
+    scores, ``best`` and ``gallery_sizes`` are those of the whole gallery. Summing the
+    counts of shards that partition ``[0, N)`` and merging their tops (:func:`merge_tops`)
+    gives exactly the result without ``columns``."""
     q_all = np.asarray(queries, dtype=np.float32)
     n_q = q_all.shape[0]
     n = int(gallery.shape[0])
@@ -129,6 +149,9 @@ def rank_relevant(
         raise CondsimError(f"query rows {bad[:5].tolist()} hold NaN/inf embeddings")
     if thresholds not in ("all", "best"):
         raise CondsimError(f"thresholds must be 'all' or 'best', got {thresholds!r}")
+    lo, hi = (0, n) if columns is None else (int(columns[0]), int(columns[1]))
+    if not 0 <= lo <= hi <= n:
+        raise CondsimError(f"columns {columns} outside the gallery's [0, {n}]")
     rel = _as_index_lists("relevant", relevant, n_q, n)
     exc = _as_index_lists("excluded", excluded if excluded is not None else [()] * n_q, n_q, n)
     for q in range(n_q):
@@ -173,9 +196,10 @@ def rank_relevant(
         m_rows, m_cols = _mask_pairs([masked[i] for i in rows])
         g_b = torch.zeros(own_b.shape, dtype=torch.int64, device=dev)
         t_b = torch.zeros(own_b.shape, dtype=torch.int64, device=dev)
-        tops: tuple[torch.Tensor, torch.Tensor] | None = None
+        run_c = np.full((len(rows), top), -1, np.int64)
+        run_s = np.full((len(rows), top), -np.inf, np.float32)
         qnorm = torch.linalg.vector_norm(qa, dim=1)
-        for start, stop, block in gallery_blocks(gallery, gallery_block, dev):
+        for start, stop, block in _column_blocks(gallery, lo, hi, gallery_block, dev):
             approx = qa @ block.T
             lo_i, hi_i = np.searchsorted(m_cols, [start, stop])
             if hi_i > lo_i:
@@ -188,21 +212,12 @@ def rank_relevant(
                 _count_block(approx[:p], qa[:p], block, own_b[:p, r], delta[:p],
                              g_b[:p, r], t_b[:p, r])
             if top:
-                tops = _merge_top(tops, approx, start, top)
+                run_c, run_s = _block_top(approx, qa, block, start, delta, run_c, run_s)
         greater[rows] = g_b.cpu().numpy()
         ties[rows] = t_b.cpu().numpy()
-        if top and tops is not None:
-            tc, _ = tops
-            tc_np = tc.cpu().numpy()
-            exact = _row_scores(q_all, gallery, np.repeat(rows, tc_np.shape[1]),
-                                np.maximum(tc_np.ravel(), 0), dev).reshape(tc_np.shape)
-            exact[tc_np < 0] = -np.inf
-            exact[~np.isfinite(_gathered(tops))] = -np.inf  # masked items never enter
-            resort = np.argsort(-exact, axis=1, kind="stable")
-            width = min(top, tc_np.shape[1])
-            top_cols[rows, :width] = np.take_along_axis(tc_np, resort, 1)[:, :width]
-            top_scores[rows, :width] = np.take_along_axis(exact, resort, 1)[:, :width]
-            top_cols[rows] = np.where(np.isfinite(top_scores[rows]), top_cols[rows], -1)
+        if top:
+            top_cols[rows] = run_c
+            top_scores[rows] = run_s
         if progress is not None:
             progress(len(rows))
     sizes = n - np.array([e.size for e in exc], np.int64)
@@ -263,23 +278,89 @@ def _count_block(approx: torch.Tensor, qa: torch.Tensor, block: torch.Tensor,
         ties.index_add_(0, r, (exact == own[r]).to(ties.dtype))
 
 
-def _merge_top(tops: tuple[torch.Tensor, torch.Tensor] | None, approx: torch.Tensor,
-               start: int, top: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Running top-``top`` (by screened score, a few extra kept) of ``(cols, scores)``."""
-    k = min(approx.shape[1], top + 8)
-    vals, idx = approx.topk(k, dim=1)
-    cols = idx + start
-    if tops is not None:
-        cols = torch.cat([tops[0], cols], dim=1)
-        vals = torch.cat([tops[1], vals], dim=1)
-        keep = min(vals.shape[1], top + 8)
-        vals, pos = vals.topk(keep, dim=1)
-        cols = cols.gather(1, pos)
-    return cols, vals
+def _column_blocks(gallery: Any, lo: int, hi: int, block_size: int, dev: torch.device
+                   ) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """:func:`~condsim.search.exact.gallery_blocks` of the gallery columns ``[lo, hi)``, with
+    whole-gallery ``(start, stop)``."""
+    part = gallery if (lo, hi) == (0, int(gallery.shape[0])) else gallery[lo:hi]
+    for start, stop, block in gallery_blocks(part, block_size, dev):
+        yield start + lo, stop + lo, block
 
 
-def _gathered(tops: tuple[torch.Tensor, torch.Tensor]) -> np.ndarray:
-    return tops[1].cpu().numpy()
+def _block_top(approx: torch.Tensor, qa: torch.Tensor, block: torch.Tensor, start: int,
+               delta: torch.Tensor, run_c: np.ndarray, run_s: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """The running top ``(cols, exact scores)`` of a query block updated with one gallery
+    block (``approx``: screened scores, ``-inf`` at masked pairs; ``|approx - exact| <=
+    delta``). Candidates are certified: a block item in the exact top ``T`` has an exact
+    score at least the block's ``T``-th screened score ``a_T`` minus ``delta`` (``T`` items
+    screen at ``a_T`` or more) and at least the running ``T``-th exact score ``s_T`` (ties
+    included), so its screened score is at least ``max(a_T - 2 delta, s_T - delta)``; the
+    thresholds below take one ``delta`` more, which also covers float32 rounding of the
+    subtraction (``delta >= 16 u |approx|``). Those are re-scored with the row-dot rule and
+    merged by :data:`TOP_ORDER`. Blocks come in ascending column order, so once a row's top
+    is full a candidate that only ties with ``s_T`` (a higher column) cannot enter: only
+    exact scores above ``s_T`` are merged (every one while the top is not full: ``s_T =
+    -inf``)."""
+    top = run_c.shape[1]
+    kk = min(top, approx.shape[1])
+    a_t = approx.topk(kk, dim=1).values[:, -1]
+    s_t = torch.from_numpy(run_s[:, -1].copy()).to(approx.device)
+    thr = torch.maximum(a_t - 3 * delta, s_t - 2 * delta)
+    cand = (approx >= thr[:, None]) & (approx > -torch.inf)
+    r, c = cand.nonzero(as_tuple=True)
+    found_r, found_c, found_s = [], [], []
+    for s in range(0, r.numel(), _RECHECK_CHUNK):
+        rr, cc = r[s:s + _RECHECK_CHUNK], c[s:s + _RECHECK_CHUNK]
+        exact = rowwise_dot(qa[rr], block[cc])
+        enter = exact > s_t[rr]
+        found_r.append(rr[enter].cpu().numpy())
+        found_c.append(cc[enter].cpu().numpy() + start)
+        found_s.append(exact[enter].cpu().numpy())
+    held = run_c >= 0
+    rows = np.concatenate([np.nonzero(held)[0], *found_r])
+    cols = np.concatenate([run_c[held], *found_c])
+    scores = np.concatenate([run_s[held], *found_s])
+    return _top_by_rule(rows, cols, scores, run_c.shape[0], top)
+
+
+def _top_by_rule(rows: np.ndarray, cols: np.ndarray, scores: np.ndarray, n_rows: int,
+                 top: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the ``top`` best of the entries ``(rows[i], cols[i], scores[i])`` by
+    :data:`TOP_ORDER`, as padded ``(n_rows, top)`` ``(cols, scores)`` (``-1``/``-inf``)."""
+    out_c = np.full((n_rows, top), -1, np.int64)
+    out_s = np.full((n_rows, top), -np.inf, np.float32)
+    if rows.size == 0 or top == 0:
+        return out_c, out_s
+    order = np.lexsort((cols, -scores, rows))
+    rows, cols, scores = rows[order], cols[order], scores[order]
+    pos = np.arange(rows.size) - np.searchsorted(rows, rows, side="left")
+    keep = pos < top
+    out_c[rows[keep], pos[keep]] = cols[keep]
+    out_s[rows[keep], pos[keep]] = scores[keep]
+    return out_c, out_s
+
+
+def merge_tops(parts: Sequence[tuple[np.ndarray, np.ndarray]], top: int
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """The ``top`` best ``(cols, scores)`` per query of gallery shards' ``(top_cols,
+    top_scores)`` (padded ``(Q, T_i)`` arrays, disjoint columns), by :data:`TOP_ORDER`:
+    merging the tops of shards that partition the gallery gives the whole gallery's top."""
+    if not parts:
+        raise CondsimError("merge_tops: no parts")
+    n_q = parts[0][0].shape[0]
+    rows, cols, scores = [], [], []
+    for c, s in parts:
+        c, s = np.asarray(c, np.int64), np.asarray(s, np.float32)
+        if c.shape != s.shape or c.shape[0] != n_q:
+            raise CondsimError(f"merge_tops: parts of shapes {c.shape}/{s.shape} for {n_q} "
+                               "queries")
+        held = c >= 0
+        rows.append(np.nonzero(held)[0])
+        cols.append(c[held])
+        scores.append(s[held])
+    return _top_by_rule(np.concatenate(rows), np.concatenate(cols), np.concatenate(scores),
+                        n_q, top)
 
 
 def rank_candidates(
