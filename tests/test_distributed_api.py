@@ -5,7 +5,6 @@ itself, the ranks share the work, results equal one process's, rank 0 alone writ
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import os
 import socket
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Any
 import pytest
 
 from condsim.synthetic.cirr import write_cirr
-from test_distributed_eval import TIMEOUT, RecordingEncoder
+from test_distributed_eval import RecordingEncoder, run_ranks
 
 
 def _free_port() -> int:
@@ -63,18 +62,8 @@ def _rank(rank: int, port: int, kind: str, root: str, out: str, cache: str, repo
 
 
 def _two_ranks(kind: str, root: Path, out: Path, cache: Path, tmp: Path) -> list[dict[str, Any]]:
-    ctx = mp.get_context("spawn")
     port = _free_port()
-    procs = [ctx.Process(target=_rank, args=(r, port, kind, str(root), str(out), str(cache),
-                                             str(tmp))) for r in range(2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(TIMEOUT)
-    alive = [p for p in procs if p.is_alive()]
-    for p in alive:
-        p.kill()
-    assert not alive, "a rank hung"
+    run_ranks(_rank, lambda r: (r, port, kind, str(root), str(out), str(cache), str(tmp)))
     return [json.loads((tmp / f"{kind}-rank{r}.json").read_text()) for r in range(2)]
 
 

@@ -128,11 +128,17 @@ def _worker(rank: int, init: str, root: str, cache: str, out: str, fail_on_rank:
 
 def _two_ranks(tmp: Path, root: Path, fail_on_rank: int | None = None, kind: str = "cirr"
                ) -> list[dict[str, Any]]:
-    ctx = mp.get_context("spawn")
     init = f"file://{tmp / 'pg'}"
-    procs = [ctx.Process(target=_worker, args=(r, init, str(root), str(tmp / "c2"),
-                                               str(tmp / "out2"), fail_on_rank, str(tmp), kind))
-             for r in range(2)]
+    run_ranks(_worker, lambda r: (r, init, str(root), str(tmp / "c2"), str(tmp / "out2"),
+                                  fail_on_rank, str(tmp), kind))
+    return [json.loads((tmp / f"rank{r}.json").read_text()) for r in range(2)]
+
+
+def run_ranks(target: Any, args_of: Any, world: int = 2) -> None:
+    """Run ``target(*args_of(rank))`` in ``world`` spawned processes; a rank still running
+    after :data:`TIMEOUT` is killed and fails the test ("a rank hung")."""
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=target, args=args_of(r)) for r in range(world)]
     for p in procs:
         p.start()
     for p in procs:
@@ -141,7 +147,6 @@ def _two_ranks(tmp: Path, root: Path, fail_on_rank: int | None = None, kind: str
     for p in alive:
         p.kill()
     assert not alive, "a rank hung"
-    return [json.loads((tmp / f"rank{r}.json").read_text()) for r in range(2)]
 
 
 @pytest.fixture(scope="module")
@@ -339,17 +344,7 @@ def test_rank_split_shards_with_ties_and_agreed_errors(tmp_path):
     """``rank_split`` on 2 gloo ranks (a gallery shard each) returns the 1-process
     :class:`RelevantRanks` on both ranks, exact ties, duplicates and a top larger than a shard
     included; a NaN gallery row in rank 1's shard is the same error on both ranks (no hang)."""
-    ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_split_worker, args=(r, f"file://{tmp_path / 'pg'}",
-                                                     str(tmp_path))) for r in range(2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(TIMEOUT)
-    alive = [p for p in procs if p.is_alive()]
-    for p in alive:
-        p.kill()
-    assert not alive, "a rank hung"
+    run_ranks(_split_worker, lambda r: (r, f"file://{tmp_path / 'pg'}", str(tmp_path)))
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     one = _rank_split_arrays()
     assert "error" not in one
@@ -405,16 +400,9 @@ def test_submission_files_written_by_rank_0_only(kind, root, tmp_path):
         root = write_circo(tmp_path / "circo", n_queries=10, seed=0)
     one = _submission(kind, str(root), str(tmp_path / "c1"), str(tmp_path / "out1"))
     assert one["written"] == one["paths"] and one["paths"]
-    ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_submission_worker,
-                         args=(r, f"file://{tmp_path / 'pg'}", kind, str(root),
-                               str(tmp_path / "c2"), str(tmp_path / "out2"), str(tmp_path)))
-             for r in range(2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(TIMEOUT)
-    assert all(p.exitcode == 0 for p in procs)
+    run_ranks(_submission_worker, lambda r: (r, f"file://{tmp_path / 'pg'}", kind, str(root),
+                                             str(tmp_path / "c2"), str(tmp_path / "out2"),
+                                             str(tmp_path)))
     ranks = [json.loads((tmp_path / f"submit{r}.json").read_text()) for r in range(2)]
     assert ranks[0]["written"] == ranks[0]["paths"] and ranks[1]["written"] == []
     assert ranks[1]["paths"] == ranks[0]["paths"]
