@@ -116,3 +116,33 @@ def test_bad_columns_and_parts():
         merge_tops([], 3)
     with pytest.raises(CondsimError, match="shapes"):
         merge_tops([(np.zeros((2, 3), np.int64), np.zeros((2, 2), np.float32))], 3)
+
+
+def test_gallery_kept_on_the_device_when_it_fits(monkeypatch):
+    """On CUDA with several query blocks, the gallery shard is copied to the device once
+    when it takes at most half the free memory; never on CPU or with one query block. The
+    resident path (forced here on CPU) gives the same ranks as block-by-block reading."""
+    from condsim.search import blockwise
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda dev=None: (1000, 4000))
+    cuda = torch.device("cuda", 0)
+    assert blockwise._keep_resident(cuda, 500, passes=2)
+    assert not blockwise._keep_resident(cuda, 501, passes=2)  # more than half the free
+    assert not blockwise._keep_resident(cuda, 10, passes=1)  # one query block: one read
+    assert not blockwise._keep_resident(torch.device("cpu"), 10, passes=5)
+
+    q, g, rel, exc = _world(4)
+    kw = {"top": 5, "query_block": 4, "gallery_block": 9, "device": "cpu"}
+    want = [rank_relevant(q, g, rel, exc, columns=c, **kw) for c in ((0, 61), (20, 50))]
+    seen: list[int] = []
+
+    def always(dev, nbytes, passes):
+        seen.append(nbytes)
+        return True
+
+    monkeypatch.setattr(blockwise, "_keep_resident", always)
+    got = [rank_relevant(q, g, rel, exc, columns=c, **kw) for c in ((0, 61), (20, 50))]
+    assert seen == [61 * 6 * 4, 30 * 6 * 4]  # the shard only
+    for a, b in zip(got, want, strict=True):
+        for name in ("greater", "ties", "top_cols", "top_scores"):
+            np.testing.assert_array_equal(getattr(a, name), getattr(b, name))

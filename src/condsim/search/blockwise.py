@@ -187,6 +187,11 @@ def rank_relevant(
     # queries with more thresholds first: inside a block, rows with > r thresholds are a prefix
     order = np.argsort(-n_thr, kind="stable")
     coef = screening_error_coef(q_all.shape[1], False)
+    part = gallery if (lo, hi) == (0, n) else gallery[lo:hi]
+    if not isinstance(part, torch.Tensor) and _keep_resident(
+            dev, (hi - lo) * q_all.shape[1] * 4, -(-n_q // query_block)):
+        # several query blocks re-read the gallery: copy it to the GPU once
+        part = torch.from_numpy(np.ascontiguousarray(part, dtype=np.float32)).to(dev)
     for qs in range(0, n_q, query_block):
         rows = order[qs: qs + query_block]
         qa = torch.from_numpy(q_all[rows]).to(dev)
@@ -199,7 +204,7 @@ def rank_relevant(
         run_c = np.full((len(rows), top), -1, np.int64)
         run_s = np.full((len(rows), top), -np.inf, np.float32)
         qnorm = torch.linalg.vector_norm(qa, dim=1)
-        for start, stop, block in _column_blocks(gallery, lo, hi, gallery_block, dev):
+        for start, stop, block in _column_blocks(part, lo, gallery_block, dev):
             approx = qa @ block.T
             lo_i, hi_i = np.searchsorted(m_cols, [start, stop])
             if hi_i > lo_i:
@@ -278,13 +283,23 @@ def _count_block(approx: torch.Tensor, qa: torch.Tensor, block: torch.Tensor,
         ties.index_add_(0, r, (exact == own[r]).to(ties.dtype))
 
 
-def _column_blocks(gallery: Any, lo: int, hi: int, block_size: int, dev: torch.device
+def _column_blocks(part: Any, lo: int, block_size: int, dev: torch.device
                    ) -> Iterator[tuple[int, int, torch.Tensor]]:
-    """:func:`~condsim.search.exact.gallery_blocks` of the gallery columns ``[lo, hi)``, with
-    whole-gallery ``(start, stop)``."""
-    part = gallery if (lo, hi) == (0, int(gallery.shape[0])) else gallery[lo:hi]
+    """:func:`~condsim.search.exact.gallery_blocks` of ``part``, the gallery columns
+    ``[lo, lo + len(part))``, with whole-gallery ``(start, stop)``."""
     for start, stop, block in gallery_blocks(part, block_size, dev):
         yield start + lo, stop + lo, block
+
+
+def _keep_resident(dev: torch.device, nbytes: int, passes: int) -> bool:
+    """Whether to copy the gallery (shard) of ``nbytes`` float32 bytes to the GPU once
+    instead of block by block in each of ``passes`` query blocks: on CUDA, with more than
+    one pass, when it takes at most half of the device's free memory (the rest is the
+    block buffers')."""
+    if dev.type != "cuda" or passes <= 1:
+        return False
+    free, _ = torch.cuda.mem_get_info(dev)
+    return nbytes <= free // 2
 
 
 def _block_top(approx: torch.Tensor, qa: torch.Tensor, block: torch.Tensor, start: int,
