@@ -378,8 +378,8 @@ class _Run:
             protocol=protocol,
             seed=cfg.seed,
             headline={"name": f"recall_at_{k_head}|{n_top}",
-                      "value": recall[n_top][k_head]["mean"],
-                      "std": recall[n_top][k_head]["std"]},
+                      **{key: recall[n_top][k_head][key]
+                         for key in ("mean", "ci_low", "ci_high", "std")}},
             metrics={"recall": recall, **ranks,
                      **({"recall_same_category": _fold_cells(same_category, cfg)}
                         if same_category is not None else {}),

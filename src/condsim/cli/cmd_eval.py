@@ -113,15 +113,16 @@ def print_result(spec: Any, result: Any, out: Path) -> None:
     """What ``condsim eval <benchmark>`` prints after a run: the benchmark's tables, the
     headline with its CI, the condition test, skipped counts and the files written (also for
     a ``--submit local:N`` job, from the ``results.json`` its rank 0 wrote)."""
+    from condsim.results.run_result import headline_value
     from condsim.results.tables import metrics_table
 
     for item in (spec.render(result) if spec.render else [metrics_table(result)]):
         console.print(item)
     h = result.headline
-    value = h.get("mean", h.get("value"))
-    ci = (f" [{h['ci_low'] * 100:.2f}, {h['ci_high'] * 100:.2f}]"
-          if "ci_low" in h else (f" ± {h['std'] * 100:.2f}" if "std" in h else ""))
-    console.print(f"{h['name']}: {value * 100:.2f}{ci}")
+    value = headline_value(h, "results.json")
+    std = f" ± {h['std'] * 100:.2f}" if "std" in h else ""  # fold-based: the published form
+    ci = f" [{h['ci_low'] * 100:.2f}, {h['ci_high'] * 100:.2f}]" if "ci_low" in h else ""
+    console.print(f"{h['name']}: {value * 100:.2f}{std}{ci}")
     rel = result.metrics.get("condition_reliance")
     if rel:  # --condition-test: one line per perturbation
         for kind in ("shuffled", "empty"):

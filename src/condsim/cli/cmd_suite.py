@@ -39,6 +39,7 @@ def register(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typer) ->
 
         from condsim.distributed import is_main_process, maybe_init_distributed
         from condsim.progress import no_progress, rich_progress
+        from condsim.results.run_result import headline_value
         from condsim.suite import read_suite, run_suite
 
         check_out_dir(out)
@@ -63,9 +64,8 @@ def register(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typer) ->
             table.add_column(col)
         for r in rows:
             h = r.get("headline") or {}
-            value = h.get("value", h.get("mean"))
-            cell = r.get("error", "") if r["status"] == "failed" else (
-                f"{h.get('name', '')} {value * 100:.2f}" if value is not None else "")
+            cell = r.get("error", "") if r["status"] == "failed" else \
+                f"{h['name']} {headline_value(h, r['folder']) * 100:.2f}"
             table.add_row(r["model"], r["run"], r["status"], cell)
         console.print(table)
         console.print(f"summary: {out / 'suite.json'}; `condsim report {out}` for the report")

@@ -10,7 +10,6 @@ import csv
 import io
 import json
 import logging
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 from condsim.errors import DataError
 from condsim.io import atomic_write_text
 from condsim.results.markdown import md_table
-from condsim.results.run_result import RunResult, load_result
+from condsim.results.run_result import RunResult, headline_value, load_result
 
 logger = logging.getLogger(__name__)
 
@@ -111,14 +110,6 @@ DEFAULT_SORT = "benchmark,value"
 
 def _pct(x: Any) -> float | None:
     return None if x is None else round(float(x) * 100, 4)
-
-
-def headline_value(headline: dict[str, Any], where: str) -> float:
-    """The headline's value (``value`` or ``mean``), a clear error when absent."""
-    value = headline.get("value", headline.get("mean"))
-    if not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise DataError(f"{where}: headline {headline!r} has no numeric 'value' or 'mean'")
-    return float(value)
 
 
 def variant_fields(benchmark: str) -> tuple[str, ...]:

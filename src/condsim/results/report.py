@@ -49,7 +49,6 @@ from condsim.results.leaderboard import (
     DISPLAY_HEADERS,
     Run,
     display_cells,
-    headline_value,
     leaderboard_rows,
     load_runs,
     protocol_variant,
@@ -57,6 +56,7 @@ from condsim.results.leaderboard import (
 )
 from condsim.results.markdown import md_table
 from condsim.results.plots import BarPlot, CurvePlot, Plot, Series, render_png
+from condsim.results.run_result import headline_value
 
 logger = logging.getLogger(__name__)
 

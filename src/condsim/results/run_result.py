@@ -4,7 +4,8 @@ Schema ``condsim.run/1``::
 
     {"schema": "condsim.run/1", "condsim_version": str, "benchmark": str,
      "created": ISO-8601 str, "model": {ModelMeta fields}, "protocol": {...},
-     "seed": int, "headline": {"name": str, "value": float, ...},
+     "seed": int, "headline": {"name": str, "mean": float, "ci_low": float,
+     "ci_high": float, "std": float (fold-based benchmarks)},
      "metrics": {...benchmark-specific...}, "skipped": {...counts...}, "extra": {...}}
 """
 
@@ -50,6 +51,19 @@ class RunResult:
     def save(self, path: str | Path) -> Path:
         """Write the result as indented JSON (atomically; NaN refused); returns ``path``."""
         return atomic_write_json(path, self.to_dict())
+
+
+def headline_value(headline: dict[str, Any], where: str) -> float:
+    """The headline's ``mean`` (LRVS-F results written before every benchmark's headline
+    had the cell shape ``mean``/``ci_low``/``ci_high`` call it ``value``); a clear error
+    naming ``where`` when it is absent or not finite."""
+    import math
+
+    value = headline.get("mean", headline.get("value"))
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value):
+        raise DataError(f"{where}: headline {headline!r} has no numeric 'mean'")
+    return float(value)
 
 
 #: required fields of a results.json and their JSON types

@@ -242,7 +242,7 @@ def condvit_validator(val_root: str | Path, preprocessor: Any, *, n_dist: int = 
                 ks=(k,), seed=seed, folds="seeded", num_workers=num_workers, cache_dir=tmp))
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        return float(res.headline["value"])
+        return float(res.headline["mean"])
 
     return score
 
