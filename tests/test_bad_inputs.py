@@ -476,3 +476,62 @@ def test_all_cli_usage_errors_are_typer_exceptions():
     from typer._click.exceptions import NoSuchOption
 
     assert issubclass(NoSuchOption, typer.TyperException)
+
+
+# ------------------------------------------------------------------- training options
+
+
+@pytest.mark.parametrize("extra, expect", [
+    (["--batch-size", "0"], "batch_size (--batch-size) must be an integer >= 1, got 0"),
+    (["--grad-accum", "0"], "grad_accum (--grad-accum) must be an integer >= 1, got 0"),
+    (["--grad-accum", "3"], "batch size 256 must be divisible by the gradient accumulation"),
+    (["--epochs", "-1"], "epochs (--epochs) must be an integer >= 1, got -1"),
+    (["--lr", "-1"], "lr (--lr) must be a finite number > 0"),
+    (["--logit-scale", "nan"], "logit_scale (--logit-scale) must be a finite number > 0"),
+    (["--schedule", "linear"], "schedule (--schedule) must be constant or cosine"),
+    (["--dropout", "1.5"], "--dropout must be in [0, 1), got 1.5"),
+    (["--projection-dim", "0"], "--projection-dim must be an integer >= 1"),
+    (["--val", "coco:/x"], "--val must be cirr:<CIRR root> or genecis:<root>"),
+    (["--val", "cirr:/no/such/dir"], "--val cirr:/no/such/dir: /no/such/dir is not a folder"),
+    (["--backbone", "test/nope"], "Unknown model 'test/nope'"),
+    (["--triplets", "/no/such/t", "--images", "/no/such/i"], "not both"),
+])
+def test_train_combiner_options_checked_before_anything(capsys, tmp_path, cirr, extra, expect):
+    """A bad training option is one line, exit 2, before data or models load and before a
+    job is submitted (the --submit local:2 here never starts); --out is not created."""
+    out = tmp_path / "out"
+    code, text = run(capsys, ["train", "combiner", "--cirr-root", cirr, "--out", out,
+                              "--submit", "local:2", *extra])
+    assert code == 2 and expect in one_line(text), text
+    assert_clean(text)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("extra, expect", [
+    (["--train-root", "/no/such/dir"], "--train-root /no/such/dir is not a folder"),
+    (["--conditioning", "colour"], "--conditioning must be category or text"),
+    (["--val-root", "/no/such/val"], "--val-root /no/such/val is not a folder"),
+    (["--val-k", "0"], "--val-k must be an integer >= 1, got 0"),
+    (["--val-dists", "-5"], "--val-dists must be an integer >= 0, got -5"),
+    (["--batch-size", "-3"], "batch_size (--batch-size) must be an integer >= 1, got -3"),
+    (["--init", "test/nope"], "Unknown model 'test/nope'"),
+])
+def test_train_condvit_options_checked_before_anything(capsys, tmp_path, lr, extra, expect):
+    out = tmp_path / "out"
+    code, text = run(capsys, ["train", "condvit", "--train-root", lr["root"], "--out", out,
+                              "--submit", "local:2", *extra])
+    assert code == 2 and expect in one_line(text), text
+    assert_clean(text)
+    assert not out.exists()
+
+
+def test_train_config_checked_in_the_library():
+    """TrainConfig itself refuses bad values (the Python API gets the CLI's checks)."""
+    from condsim.errors import ConfigError
+    from condsim.training.trainer import TrainConfig
+
+    TrainConfig(out_dir="x", batch_size=8, grad_accum=2)  # fine
+    for bad in ({"batch_size": 0}, {"epochs": 1.5}, {"lr": float("inf")}, {"amp": "fp8"},
+                {"weight_decay": -0.1}, {"warmup_steps": -1}, {"batch_size": True}):
+        with pytest.raises(ConfigError):
+            TrainConfig(out_dir="x", **bad)

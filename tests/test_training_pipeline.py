@@ -48,7 +48,10 @@ def test_training_data_image_mismatch_is_named(tmp_path):
     assert code == 2
 
 
-def test_slurm_script_is_written(tmp_path):
+def test_slurm_script_is_written(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the data folders must exist (checked before writing)
+    (tmp_path / "t").mkdir()
+    (tmp_path / "i").mkdir()
     assert main(["train", "combiner", "--triplets", "t", "--images", "i", "--out",
                  str(tmp_path), "--slurm-nodes", "2", "--gpus-per-node", "8"]) == 0
     text = (tmp_path / "train.sbatch").read_text()

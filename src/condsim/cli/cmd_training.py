@@ -179,10 +179,24 @@ def register_train(app: typer.Typer) -> None:
         torchrun (DDP); --submit launches a distributed job through submitit (SLURM or this
         machine); --slurm-nodes writes a multi-node sbatch script instead."""
         from condsim.io import atomic_write_text
-        from condsim.registry import create_model
-        from condsim.training.recipes import combiner_validator, slurm_script, train_combiner
+        from condsim.registry import check_model_name, create_model
+        from condsim.training.recipes import (
+            check_combiner_data,
+            check_combiner_options,
+            combiner_validator,
+            parse_validation,
+            slurm_script,
+            train_combiner,
+        )
 
+        # everything that needs nothing loaded is checked here, before a job is submitted
         check_out_dir(out)
+        cfg = _cfg(out, epochs, batch_size, lr, logit_scale, seed, schedule, grad_accum,
+                   ckpt_every)
+        check_combiner_options(projection_dim, hidden_dim, dropout)
+        val_spec = parse_validation(val) if val else None
+        check_combiner_data(triplets, images, cirr_root)
+        check_model_name(backbone)
         if _launched(ctx, out, submit, gpus_per_node, slurm_hours, partition):
             return
         if slurm_nodes:
@@ -192,12 +206,9 @@ def register_train(app: typer.Typer) -> None:
             console.print(f"wrote {path}; submit with: sbatch {path}")
             return
         validate = None
-        if val:
-            kind, _, root = val.partition(":")
-            validate = combiner_validator(kind, root, create_model(backbone))
-        st = train_combiner(triplets, images, _cfg(out, epochs, batch_size, lr, logit_scale,
-                                                   seed, schedule, grad_accum, ckpt_every),
-                            backbone=backbone, projection_dim=projection_dim,
+        if val_spec is not None:
+            validate = combiner_validator(val_spec[0], val_spec[1], create_model(backbone))
+        st = train_combiner(triplets, images, cfg, backbone=backbone, projection_dim=projection_dim,
                             hidden_dim=hidden_dim, dropout=dropout, validate=validate,
                             cirr_root=cirr_root)
         if st.val_scores:
@@ -232,10 +243,19 @@ def register_train(app: typer.Typer) -> None:
         """Train a CondViT (LRVS-F recipe) conditioned on categories or captions; resumes
         from OUT/last. A text-conditioned checkpoint loads its text tower from --init, so
         keep that model where it is."""
-        from condsim.registry import create_model
-        from condsim.training.recipes import condvit_validator, train_condvit
+        from condsim.registry import check_model_name, create_model
+        from condsim.training.recipes import (
+            check_condvit_options,
+            condvit_validator,
+            train_condvit,
+        )
 
+        # everything that needs nothing loaded is checked here, before a job is submitted
         check_out_dir(out)
+        cfg = _cfg(out, epochs, batch_size, lr, logit_scale, seed, schedule, grad_accum,
+                   ckpt_every)
+        check_condvit_options(train_root, conditioning, val_root, val_dists, val_k)
+        check_model_name(init)
         if _launched(ctx, out, submit, gpus_per_node, slurm_hours, partition):
             return
         validate = None
@@ -243,9 +263,8 @@ def register_train(app: typer.Typer) -> None:
             clip = create_model(init)
             validate = condvit_validator(val_root, clip.preprocessor, n_dist=val_dists,
                                          k=val_k, seed=seed, text_encoder=clip)
-        st = train_condvit(train_root, _cfg(out, epochs, batch_size, lr, logit_scale, seed,
-                                            schedule, grad_accum, ckpt_every), init=init,
-                           conditioning=conditioning, validate=validate)
+        st = train_condvit(train_root, cfg, init=init, conditioning=conditioning,
+                           validate=validate)
         if st.val_scores:
             console.print("validation R@{}: {}; best epoch {} ({:.2f})".format(
                 val_k, ", ".join(f"{v:.2f}" for v in st.val_scores), st.best_epoch,

@@ -23,7 +23,7 @@ from condsim.benchmarks.retrieval import FileDigests, encode_unique
 from condsim.cache.store import EmbeddingCache
 from condsim.data.crops import ImageRef
 from condsim.distributed import maybe_init_distributed, rank_world
-from condsim.errors import DataError
+from condsim.errors import ConfigError, DataError
 from condsim.models.base import encode_texts_once
 from condsim.paths import default_cache_dir
 from condsim.registry import create_model
@@ -135,6 +135,62 @@ def _frozen_image_features(backbone: Any, cache_dir: str | Path, refs: list[Imag
     return feats
 
 
+VALIDATION_KINDS = ("cirr", "genecis")
+CONDITIONINGS = ("category", "text")
+
+
+def check_combiner_options(projection_dim: int, hidden_dim: int, dropout: float) -> None:
+    """The Combiner's architecture options: dimensions >= 1, dropout in ``[0, 1)``
+    (:class:`~condsim.errors.ConfigError` naming the flag)."""
+    for name, value in (("projection-dim", projection_dim), ("hidden-dim", hidden_dim)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"--{name} must be an integer >= 1, got {value!r}")
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) \
+            or not 0 <= dropout < 1:
+        raise ConfigError(f"--dropout must be in [0, 1), got {dropout!r}")
+
+
+def check_combiner_data(triplets_dir: str | Path | None, images_dir: str | Path | None,
+                        cirr_root: str | Path | None) -> None:
+    """Mined triplets (``triplets_dir`` + ``images_dir``) or CIRR (``cirr_root``), not both,
+    and the folders given exist."""
+    if (cirr_root is None) == (triplets_dir is None or images_dir is None):
+        raise ConfigError("train a Combiner on mined triplets (--triplets and --images) or on "
+                          "CIRR (--cirr-root), not both")
+    for flag, folder in (("--cirr-root", cirr_root), ("--triplets", triplets_dir),
+                         ("--images", images_dir)):
+        if folder is not None and not Path(folder).exists():
+            raise ConfigError(f"{flag} {folder} does not exist")
+
+
+def parse_validation(spec: str) -> tuple[str, Path]:
+    """``--val KIND:ROOT`` of Combiner training: ``(kind, root)`` with ``kind`` in
+    :data:`VALIDATION_KINDS` and ``root`` an existing folder."""
+    kind, sep, root = spec.partition(":")
+    if not sep or kind not in VALIDATION_KINDS or not root:
+        raise ConfigError(f"--val must be cirr:<CIRR root> or genecis:<root>, got {spec!r}")
+    if not Path(root).is_dir():
+        raise ConfigError(f"--val {spec}: {root} is not a folder")
+    return kind, Path(root)
+
+
+def check_condvit_options(train_root: str | Path, conditioning: str,
+                          val_root: str | Path | None = None, val_dists: int = 1000,
+                          val_k: int = 1) -> None:
+    """CondViT training options that need nothing loaded: the training (and validation)
+    folder exists, the conditioning is known, the validation distractors >= 0 and K >= 1."""
+    if conditioning not in CONDITIONINGS:
+        raise ConfigError(f"--conditioning must be {' or '.join(CONDITIONINGS)}, got "
+                          f"{conditioning!r}")
+    for flag, folder in (("--train-root", train_root), ("--val-root", val_root)):
+        if folder is not None and not Path(folder).is_dir():
+            raise ConfigError(f"{flag} {folder} is not a folder")
+    if isinstance(val_dists, bool) or not isinstance(val_dists, int) or val_dists < 0:
+        raise ConfigError(f"--val-dists must be an integer >= 0, got {val_dists!r}")
+    if isinstance(val_k, bool) or not isinstance(val_k, int) or val_k < 1:
+        raise ConfigError(f"--val-k must be an integer >= 1, got {val_k!r}")
+
+
 def train_combiner(
     triplets_dir: str | Path | None, images_dir: str | Path | None, cfg: TrainConfig, *,
     backbone: str = "test/tiny-clip", projection_dim: int = 2560, hidden_dim: int = 5120,
@@ -147,9 +203,8 @@ def train_combiner(
     GeneCIS paper's "Combiner trained on CIRR" baseline)."""
     from condsim.models.combiner import Combiner, CombinerConfig
 
-    if (cirr_root is None) == (triplets_dir is None or images_dir is None):
-        raise DataError("train a Combiner on mined triplets (--triplets and --images) or on "
-                        "CIRR (--cirr-root), not both")
+    check_combiner_data(triplets_dir, images_dir, cirr_root)
+    check_combiner_options(projection_dim, hidden_dim, dropout)
     maybe_init_distributed()
     bb = create_model(backbone)
     task, info = (combiner_task_from_cirr(cirr_root, bb, cache_dir=cache_dir)
@@ -181,13 +236,12 @@ def train_condvit(
     from condsim.models.clip_hf import HFClipEncoder, _read_preprocessor_config
     from condsim.models.condvit import CondViTConfig, condvit_from_clip
 
+    check_condvit_options(train_root, conditioning)
     maybe_init_distributed()
     clip = create_model(init)
     if not isinstance(clip, HFClipEncoder):
         raise DataError(f"--init must be a CLIP checkpoint (hf:<dir> or test/tiny-clip), "
                         f"got {init!r}")
-    if conditioning not in ("category", "text"):
-        raise DataError(f"conditioning must be category or text, got {conditioning!r}")
     clip_dir = Path(clip.meta.extra["path"])
     products = read_products(train_root, conditioning)
     pre = clip.preprocessor
@@ -272,7 +326,8 @@ def combiner_validator(kind: str, root: str | Path, backbone: Any,
                 vg_roots=tuple(str(p) for p in sorted((r / "vg").glob("VG_100K*"))),
                 cache_dir=cache_dir, n_bootstrap=10))
         else:
-            raise DataError(f"validation benchmark must be cirr or genecis, got {kind!r}")
+            raise ConfigError(f"validation benchmark must be one of {VALIDATION_KINDS}, got "
+                              f"{kind!r}")
         return float(res.headline["mean"])
 
     return score

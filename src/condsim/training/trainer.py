@@ -25,7 +25,7 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 
 from condsim.distributed import rank_world
-from condsim.errors import CondsimError
+from condsim.errors import CondsimError, ConfigError
 from condsim.io import atomic_directory, remove_stale_temps
 from condsim.training.losses import contrastive_loss
 
@@ -42,6 +42,11 @@ class ContrastiveTask(Protocol):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(queries, targets)`` embeddings ``(len(indices), D)`` for these examples."""
         ...
+
+
+#: learning-rate schedules and mixed-precision modes of :class:`TrainConfig`
+SCHEDULES = ("constant", "cosine")
+AMP_MODES = ("auto", "none", "bf16", "fp16")
 
 
 @dataclass
@@ -62,6 +67,38 @@ class TrainConfig:
     amp: str = "auto"  # auto (bf16 on CUDA) | none | bf16 | fp16
     max_steps: int = 0  # stop after this many steps (0 = all epochs); for tests and smoke runs
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        """Every value checked here, before data or models load (and before a job is
+        submitted): :class:`~condsim.errors.ConfigError` naming the field and its flag."""
+        def bad(name: str, rule: str) -> ConfigError:
+            return ConfigError(f"{name} (--{name.replace('_', '-')}) must be {rule}, got "
+                               f"{getattr(self, name)!r}")
+
+        for name in ("epochs", "batch_size", "grad_accum"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise bad(name, "an integer >= 1")
+        for name in ("warmup_steps", "ckpt_every", "max_steps", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise bad(name, "an integer >= 0")
+        for name in ("lr", "logit_scale"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not math.isfinite(value) or value <= 0:
+                raise bad(name, "a finite number > 0")
+        wd = self.weight_decay
+        if isinstance(wd, bool) or not isinstance(wd, (int, float)) or not math.isfinite(wd) \
+                or wd < 0:
+            raise bad("weight_decay", "a finite number >= 0")
+        if self.schedule not in SCHEDULES:
+            raise bad("schedule", " or ".join(SCHEDULES))
+        if self.amp not in AMP_MODES:
+            raise bad("amp", "one of " + ", ".join(AMP_MODES))
+        if self.batch_size % self.grad_accum:
+            raise ConfigError(f"batch size {self.batch_size} must be divisible by the gradient "
+                              f"accumulation steps {self.grad_accum}")
 
 
 @dataclass
@@ -123,8 +160,6 @@ class Trainer:
         device: str | torch.device | None = None,
         save_model: Callable[[torch.nn.Module, Path], None] | None = None,
     ) -> None:
-        if cfg.schedule not in ("constant", "cosine"):
-            raise CondsimError(f"schedule must be constant or cosine, got {cfg.schedule!r}")
         self.rank, self.world = rank_world()
         if cfg.batch_size % (self.world * cfg.grad_accum):
             raise CondsimError(
