@@ -535,3 +535,14 @@ def test_train_config_checked_in_the_library():
                 {"weight_decay": -0.1}, {"warmup_steps": -1}, {"batch_size": True}):
         with pytest.raises(ConfigError):
             TrainConfig(out_dir="x", **bad)
+
+
+@pytest.mark.parametrize("command", ["info", "verify", "prune"])
+def test_cache_commands_refuse_a_missing_cache_dir(capsys, tmp_path, command):
+    """A typo'd --cache-dir is an error (exit 2), not an empty cache reported as fine; nothing
+    is created."""
+    missing = tmp_path / "no-such-cache"
+    code, text = run(capsys, ["cache", command, "--cache-dir", missing])
+    assert code == 2 and f"--cache-dir {missing}: no such folder" in one_line(text), text
+    assert_clean(text)
+    assert not missing.exists()

@@ -27,9 +27,15 @@ def register(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typer) ->
     app.add_typer(cache_app, name="cache")
 
     def root_of(cache_dir: Path | None) -> Path:
+        """The cache root: ``--cache-dir`` (an existing folder: a typo is an error, not an
+        empty cache) or the default one (which may not exist yet)."""
         from condsim.paths import default_cache_dir
 
-        return Path(cache_dir) if cache_dir else default_cache_dir()
+        if cache_dir is None:
+            return default_cache_dir()
+        if not Path(cache_dir).is_dir():
+            raise CondsimError(f"--cache-dir {cache_dir}: no such folder")
+        return Path(cache_dir)
 
     @cache_app.command("info")
     def info(cache_dir: Path = typer.Option(None, help="Cache root (default ~/.cache).")) -> None:
