@@ -546,3 +546,21 @@ def test_cache_commands_refuse_a_missing_cache_dir(capsys, tmp_path, command):
     assert code == 2 and f"--cache-dir {missing}: no such folder" in one_line(text), text
     assert_clean(text)
     assert not missing.exists()
+
+
+@pytest.mark.parametrize("content, expect", [
+    (b"root:x:0:0:root:/root:/bin/bash\n", "expected a .npy array or a torch.save'd tensor"),
+    (None, "no such file"),
+])
+def test_lrvsf_folds_file_checked_with_the_config(capsys, tmp_path, lr, content, expect):
+    """--folds PATH is read when the config is checked: a missing or unreadable file is one
+    line before any model loads or --out exists."""
+    folds = tmp_path / "folds.pt"
+    if content is not None:
+        folds.write_bytes(content)
+    out = tmp_path / "out"
+    code, text = run(capsys, ["eval", "lrvsf", "--model", TINY, "--data-root", lr["root"],
+                              "--folds", folds, "--out", out])
+    assert code == 2 and expect in one_line(text) and "folds" in text, text
+    assert_clean(text)
+    assert not out.exists()

@@ -90,13 +90,26 @@ def _read_folds_file(path: Path) -> np.ndarray:
             arr = torch.load(path, weights_only=True, map_location="cpu")
             arr = arr.numpy() if hasattr(arr, "numpy") else np.asarray(arr)
     except Exception as exc:
-        raise DataError(f"{path}: cannot read folds ({type(exc).__name__}: {exc})") from exc
+        raise DataError(f"{path}: cannot read folds: expected a .npy array or a torch.save'd "
+                        f"tensor (.pt) ({type(exc).__name__}: {exc})") from exc
     if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.integer) or arr.size == 0:
         raise DataError(
             f"{path}: folds must be a non-empty 2-D integer array (folds, products per fold), "
             f"got shape {arr.shape} dtype {arr.dtype}"
         )
     return arr.astype(np.int64)
+
+
+def _check_folds(spec: str) -> str | None:
+    """The config check of ``folds``: ``official``, ``seeded`` or a readable folds file
+    (read here too, so that a wrong file is refused before any model loads)."""
+    if spec in ("official", "seeded"):
+        return None
+    try:
+        _read_folds_file(Path(spec))
+    except DataError as exc:
+        return str(exc)
+    return None
 
 
 def load_folds(spec: str, n_products: int, seed: int) -> tuple[np.ndarray, str]:
@@ -205,8 +218,8 @@ class LRVSFConfig(SharedOptions):
                                       "replacement), e.g. 10K,100K,1M.")
     ks: tuple[int, ...] = option(KS, ge=1, nonempty=True, distinct=True,
                                  help="Recall cut-offs K.")
-    folds: str = option("official", help="official (authors' 20x1000 folds) | seeded | PATH "
-                        "(.pt or .npy).")
+    folds: str = option("official", check=_check_folds,
+                        help="official (authors' 20x1000 folds) | seeded | PATH (.pt or .npy).")
     dist_img_col: str = option("jpg", help="Image column of the distractor files.")
     dist_category_col: str | None = option(
         None, help="Category column of the distractor files: also report same-category recall "
