@@ -113,3 +113,45 @@ def test_task_command_line_round_trips_the_options(tmp_path, monkeypatch):
         assert configs[-1] == configs[-2]
         assert configs[-1].categories == ("dress", "shirt", "toptee")
         assert configs[-1].condition_test is (flag == "--condition-test")
+
+
+def test_suite_local_two_tasks_equal_one_process_and_show_failures(tmp_path, monkeypatch,
+                                                                     capsys):
+    """`condsim eval suite --submit local:2`: the suite's runs shared by 2 tasks give the
+    rows and metrics of one process; a failing run (a missing folder) still prints the table
+    and exits 1, as a run here does."""
+    pytest.importorskip("submitit")
+    monkeypatch.setenv("CONDSIM_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    root = _cirr(tmp_path)
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(f"- benchmark: cirr\n  root: {root}\n  n_bootstrap: 50\n  num_workers: 0\n"
+                     f"- benchmark: cirr\n  name: gone\n  root: {root}\n  n_bootstrap: 50\n")
+    common = ["eval", "suite", "--suite", str(suite), "--model", "test/tiny-clip"]
+    assert main([*common, "--out", str(tmp_path / "one"), "--cache-dir",
+                 str(tmp_path / "c1")]) == 0
+    capsys.readouterr()
+    assert main([*common, "--out", str(tmp_path / "two"), "--cache-dir",
+                 str(tmp_path / "c2"), "--submit", "local:2"]) == 0
+    printed = capsys.readouterr().out
+    rows = [json.loads((tmp_path / d / "suite.json").read_text()) for d in ("one", "two")]
+    strip = [[{k: v for k, v in r.items() if k != "folder"} for r in x] for x in rows]
+    assert strip[0] == strip[1] and [r["status"] for r in rows[1]] == ["done", "done"]
+    for run in ("cirr", "gone"):
+        a, b = (json.loads((tmp_path / d / "test_tiny-clip" / run / "results.json")
+                           .read_text()) for d in ("one", "two"))
+        assert a["metrics"] == b["metrics"] and b["extra"]["world_size"] == 2
+    assert "suite suite.yaml" in printed and "done" in printed
+    # a run that fails while running (a caption file without the fields CIRR needs): the
+    # tasks exit 1, the table is still printed and the command exits 1
+    import shutil
+
+    bad = tmp_path / "bad-cirr"
+    shutil.copytree(root, bad)
+    (bad / "captions" / "cap.rc2.val.json").write_text("[{\"pairid\": 1}]")
+    suite.write_text(f"- benchmark: cirr\n  root: {bad}\n  n_bootstrap: 50\n")
+    assert main([*common, "--out", str(tmp_path / "three"), "--cache-dir",
+                 str(tmp_path / "c2"), "--submit", "local:2"]) == 1
+    printed = capsys.readouterr().out
+    assert "failed" in printed
+    assert json.loads((tmp_path / "three" / "suite.json").read_text())[0]["status"] == "failed"
