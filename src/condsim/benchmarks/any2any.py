@@ -59,6 +59,7 @@ from condsim.benchmarks.protocol import (
 )
 from condsim.benchmarks.spec import BenchmarkSpec, Pairing, SharedOptions, option
 from condsim.data.crops import ImageRef
+from condsim.data.parquet_cells import ParquetImage, stream_cells
 from condsim.errors import DataError
 from condsim.metrics.ndcg import expected_ir_recall_from_ranks, expected_ndcg_from_ranks
 from condsim.metrics.recall import any_hit_from_counts
@@ -231,22 +232,32 @@ def _read_parquet(path: Path, need: list[tuple[str, ...]], optional: tuple[str, 
     return out
 
 
+def _has_column(path: Path, name: str) -> bool:
+    import pyarrow.parquet as pq
+
+    return name in pq.read_schema(path).names
+
+
 def _read_mteb_items(files: list[Path], what: str
-                     ) -> tuple[list[str], list[bytes | None], list[str | None], list[str],
-                                list[tuple[Path, int]]]:
-    """``(ids, image bytes, texts, modalities, (file, row))`` of corpus or query files."""
+                     ) -> tuple[list[str], list[ParquetImage | None], list[str | None],
+                                list[str], list[tuple[Path, int]]]:
+    """``(ids, images, texts, modalities, (file, row))`` of corpus or query files. The
+    images are :class:`~condsim.data.parquet_cells.ParquetImage` references (the column is
+    streamed once for the digests; the bytes are read again only to decode), so memory does
+    not grow with the corpus's image bytes."""
     ids: list[str] = []
-    images: list[bytes | None] = []
+    images: list[ParquetImage | None] = []
     texts: list[str | None] = []
     modalities: list[str] = []
     locs: list[tuple[Path, int]] = []
     for path in files:
-        cols = _read_parquet(path, [("id", "_id")], ("image", "text", "modality"))
+        cols = _read_parquet(path, [("id", "_id")], ("text", "modality"))
         n = len(cols["id"])
         for i, x in enumerate(cols["id"]):
             if x is None:
                 raise DataError(f"{path} row {i}: empty {what} id")
-        img = cols.get("image", [None] * n)
+        img: list[ParquetImage | None] = (list(stream_cells(str(path), "image"))
+                                          if _has_column(path, "image") else [None] * n)
         txt = [_text(t) for t in cols.get("text", [None] * n)]
         if "modality" in cols:
             mods = [_modality(m) for m in cols["modality"]]
@@ -662,6 +673,8 @@ def _check(cfg: Any2AnyConfig, progress: ProgressFactory = no_progress) -> Any:
     def item(x: Any, where: str) -> ImageItem:
         if isinstance(x, ImageRef):
             return ImageItem(x.path, path=x.path)
+        if isinstance(x, ParquetImage):
+            return ImageItem(x.where, cell=x)
         return ImageItem(where, data=x)
 
     items = [item(x, f"candidate {j}") for j, x in enumerate(split.gallery)]

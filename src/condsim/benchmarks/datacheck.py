@@ -174,6 +174,7 @@ class ImageItem:
     where: str
     path: str | None = None
     data: bytes | None = None
+    cell: Any = None  # a lazy cell with ``read_bytes()`` (a parquet image), read when checked
 
 
 @dataclass
@@ -198,6 +199,11 @@ def _check_one(item: ImageItem) -> tuple[str, str | None, int]:
     from condsim.data.images import ImageDecodeError, decode_image
 
     data = item.data
+    if data is None and item.cell is not None:
+        try:
+            data = item.cell.read_bytes()
+        except DataError as exc:
+            return "missing", str(exc), 0
     if data is None:
         if item.path is None:
             return "missing", "no image (null cell)", 0

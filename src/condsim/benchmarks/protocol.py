@@ -33,6 +33,7 @@ from condsim.benchmarks.retrieval import FileDigests, encode_unique, ref_keys, s
 from condsim.cache.encode import encode_cached, query_namespace
 from condsim.cache.store import KEY_DTYPE, EmbeddingCache, item_keys
 from condsim.data.crops import ImageRef
+from condsim.data.parquet_cells import ParquetImage
 from condsim.errors import DataError
 from condsim.paths import default_cache_dir
 from condsim.progress import ProgressFactory
@@ -42,8 +43,9 @@ from condsim.search.blockwise import RelevantRanks, merge_tops, rank_relevant
 
 logger = logging.getLogger(__name__)
 
-#: An item of a split: an image file (optionally a crop) or encoded image bytes.
-Item = ImageRef | bytes
+#: An item of a split: an image file (optionally a crop), a parquet cell read when needed,
+#: or encoded image bytes.
+Item = ImageRef | ParquetImage | bytes
 
 
 @dataclass
@@ -181,7 +183,9 @@ def _encode_items(model: Any, cache: EmbeddingCache, items: Sequence[Item],
 
 
 def _name(item: Item, i: int) -> str:
-    return item.path if isinstance(item, ImageRef) else f"item {i}"
+    if isinstance(item, ImageRef):
+        return item.path
+    return item.where if isinstance(item, ParquetImage) else f"item {i}"
 
 
 def _item_keys(model: Any, items: Sequence[Item], conditions: Sequence[str] | None,

@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from condsim.data.parquet_cells import ParquetImage
 from condsim.errors import CacheError, EmbeddingError
 from condsim.types import ModelMeta, as_float32_rows
 
@@ -62,13 +63,20 @@ _CHECK_ALGO = "crc32"
 OK, MISMATCH, UNREADABLE, MISSING_CHECKSUM = "ok", "mismatch", "unreadable", "missing checksum"
 
 
-def item_keys(images: Sequence[bytes], conditions: Sequence[str] | None = None, *,
+def item_keys(images: Sequence[Any], conditions: Sequence[str] | None = None, *,
               namespace: str = "") -> np.ndarray:
     """``S32`` keys: blake2b-128 hex digest of the image bytes (+ ``\\0`` + condition); a
     query ``namespace`` (:attr:`~condsim.types.ModelMeta.query_namespace`) is hashed in
-    before the condition (``\\0`` + namespace + ``\\0`` + condition)."""
+    before the condition (``\\0`` + namespace + ``\\0`` + condition). An image may also be
+    a lazy parquet cell (:class:`~condsim.data.parquet_cells.ParquetImage`): its stored
+    digest is the key of the image, and its bytes are read only for a query key."""
     keys = np.empty(len(images), dtype=KEY_DTYPE)
     for i, img in enumerate(images):
+        if isinstance(img, ParquetImage):
+            if conditions is None:
+                keys[i] = img.digest.encode()
+                continue
+            img = img.read_bytes()
         h = hashlib.blake2b(img if img is not None else b"<null>", digest_size=16)
         if conditions is not None:
             h.update(condition_salt(conditions[i], namespace))

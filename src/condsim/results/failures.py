@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -161,30 +160,20 @@ def _load_file(ref: Ref) -> Image.Image:
     return decode_image(img_ref, ref["path"])
 
 
-@lru_cache(maxsize=8)
-def _parquet_column(path: str, column: str, mtime_ns: int) -> list[Any]:
-    import pyarrow.parquet as pq
-
-    from condsim.data.lrvsf import binary_values
-
-    try:
-        table = pq.read_table(path, columns=[column])
-    except Exception as exc:  # pyarrow raises several types for missing/bad columns
-        raise DataError(f"{path}: cannot read column {column!r} ({exc})") from exc
-    return binary_values(table.column(column), f"{path} column {column}")
-
-
 def _load_parquet(ref: Ref) -> Image.Image:
+    """The image of a parquet ref: its row group read (:func:`~condsim.data.parquet_cells.
+    read_cell`), not the whole column."""
     from condsim.data.images import decode_image
+    from condsim.data.parquet_cells import read_cell
 
     path = Path(ref["path"])
     if not path.is_file():
         raise DataError(f"{path}: parquet file not found (moved since the run?)")
-    values = _parquet_column(str(path), ref["column"], path.stat().st_mtime_ns)
     row = int(ref["row"])
-    if not 0 <= row < len(values) or values[row] is None:
+    value = read_cell(str(path), ref["column"], row)
+    if value is None:
         raise DataError(f"{path}: no image in row {row} of column {ref['column']!r}")
-    return decode_image(values[row], f"{path} row {row} {ref['column']}")
+    return decode_image(value, f"{path} row {row} {ref['column']}")
 
 
 REF_LOADERS: dict[str, Callable[[Ref], Image.Image]] = {
