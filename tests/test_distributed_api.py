@@ -115,3 +115,19 @@ def test_suite_under_torchrun_env_equals_one_process(root, tmp_path):
     for r in again:
         assert [x["status"] for x in r["rows"]] == ["kept", "kept"]
         assert not r["targets"] and not r["queries"]
+
+
+def test_collectives_use_the_gpu_under_nccl(monkeypatch):
+    """NCCL has no CPU collectives: the count all-reduce (LRVS-F folds, CIR shards) and the
+    training collectives put their tensors on the current GPU under NCCL, on the CPU under
+    gloo (a CPU tensor under NCCL fails on every GPU run)."""
+    import torch
+    import torch.distributed as dist
+
+    from condsim import distributed
+
+    monkeypatch.setattr(dist, "get_backend", lambda group=None: "nccl")
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 3)
+    assert distributed.collective_device() == torch.device("cuda", 3)
+    monkeypatch.setattr(dist, "get_backend", lambda group=None: "gloo")
+    assert distributed.collective_device() == torch.device("cpu")

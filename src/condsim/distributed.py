@@ -84,6 +84,16 @@ def maybe_init_distributed() -> bool:
     return True
 
 
+def collective_device() -> Any:
+    """Where tensors for collectives must live: the current GPU under NCCL (which has no CPU
+    collectives), else the CPU."""
+    import torch
+
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def is_main_process() -> bool:
     """Whether this process writes files and prints (rank 0, or no process group)."""
     return _rank_world()[0] == 0
@@ -143,10 +153,10 @@ def all_reduce_sum(arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
     import torch
 
     flat = torch.from_numpy(np.concatenate([np.ascontiguousarray(a, np.int64).ravel()
-                                            for a in arrays]))
+                                            for a in arrays])).to(collective_device())
     dist.all_reduce(flat, op=dist.ReduceOp.SUM)
     out, at = [], 0
-    total = flat.numpy()
+    total = flat.cpu().numpy()
     for a in arrays:
         out.append(total[at:at + a.size].reshape(a.shape).copy())
         at += a.size

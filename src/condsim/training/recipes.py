@@ -22,7 +22,7 @@ import torch
 from condsim.benchmarks.retrieval import FileDigests, encode_unique
 from condsim.cache.store import EmbeddingCache
 from condsim.data.crops import ImageRef
-from condsim.distributed import maybe_init_distributed, rank_world
+from condsim.distributed import collective_device, maybe_init_distributed, rank_world
 from condsim.errors import ConfigError, DataError
 from condsim.models.base import encode_texts_once
 from condsim.paths import default_cache_dir
@@ -38,7 +38,6 @@ from condsim.training.trainer import (
     TrainConfig,
     Trainer,
     TrainState,
-    collective_device,
 )
 
 logger = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 
-from condsim.distributed import rank_world
+from condsim.distributed import collective_device, rank_world
 from condsim.errors import CondsimError, ConfigError
 from condsim.io import atomic_directory, remove_stale_temps
 from condsim.training.losses import contrastive_loss
@@ -112,13 +112,6 @@ class TrainState:
     val_scores: list[float] = field(default_factory=list)
     #: processes of the run that wrote this state (torchrun / submitit tasks)
     world_size: int = 1
-
-
-def collective_device() -> torch.device:
-    """Where tensors for collectives must live: the current GPU under NCCL, else the CPU."""
-    if dist.get_backend() == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
 
 
 def epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
