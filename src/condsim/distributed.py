@@ -144,6 +144,26 @@ def all_gather_objects(value: Any) -> list[Any]:
     return out
 
 
+def all_gather_arrays(arrays: Sequence[np.ndarray]) -> list[list[np.ndarray]]:
+    """Every rank's ``arrays`` (same shapes and dtypes on every rank), as tensors on the
+    collective device rather than pickled: ``out[r][i]`` is array ``i`` of rank ``r``.
+    Without a process group, ``[arrays]``."""
+    if _rank_world()[1] == 1:
+        return [[np.asarray(a) for a in arrays]]
+    import torch
+
+    world = _rank_world()[1]
+    dev = collective_device()
+    out: list[list[np.ndarray]] = [[] for _ in range(world)]
+    for a in arrays:
+        t = torch.from_numpy(np.ascontiguousarray(a)).to(dev)
+        parts = [torch.empty_like(t) for _ in range(world)]
+        dist.all_gather(parts, t)
+        for r, p in enumerate(parts):
+            out[r].append(p.cpu().numpy())
+    return out
+
+
 def all_reduce_sum(arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
     """Element-wise sums over the ranks of int64 ``arrays`` (same shapes on every rank), as
     one flat ``all_reduce``: ``out_i = sum_r arrays_i^(r)``, exact for integers. Without a

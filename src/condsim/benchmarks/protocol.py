@@ -330,7 +330,7 @@ def rank_split(encoded: EncodedSplit, cfg: Any, *, thresholds: str = "all", top:
     column) and cut to ``top``. Every rank returns the 1-process :class:`RelevantRanks`; an
     error on any rank is the same :class:`DataError` on every rank."""
     from condsim.distributed import (
-        all_gather_objects,
+        all_gather_arrays,
         all_reduce_sum,
         rank_world,
         run_agreed,
@@ -355,8 +355,8 @@ def rank_split(encoded: EncodedSplit, cfg: Any, *, thresholds: str = "all", top:
         encoded.queries, encoded.gallery, split.relevant, split.excluded, columns=(lo, hi),
         **kwargs), f"scoring {split.label}")
     greater, ties = all_reduce_sum([part.greater, part.ties])
-    top_cols, top_scores = merge_tops(all_gather_objects((part.top_cols, part.top_scores)),
-                                      top)
+    top_cols, top_scores = merge_tops(
+        [(c, s) for c, s in all_gather_arrays([part.top_cols, part.top_scores])], top)
     return replace(part, greater=greater, ties=ties, top_cols=top_cols,
                    top_scores=top_scores)
 
