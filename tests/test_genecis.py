@@ -267,7 +267,8 @@ def test_corrupt_images_count_with_missing_ones(gen_root, tmp_path):
     data = json.loads((root / "annotations" / "change_object.json").read_text())
     victim = root / "coco" / "val2017" / f"{data[1]['gallery'][3]['val_image_id']:012d}.jpg"
     victim.write_bytes(b"not a jpeg")
-    with pytest.raises(DataError, match=r"1 image file\(s\) could not be decoded"):
+    with pytest.raises(DataError, match=r"1 image file\(s\) missing or undecodable \(0 "
+                       r"missing, 1 undecodable; allowed: 0\).*first error: .*cannot decode"):
         run_benchmark(ConstantEncoder(), _cfg(root, tmp_path))
     res = run_benchmark(ConstantEncoder(), _cfg(root, tmp_path, max_missing=1))
     assert res.skipped["undecodable_files"] == 1 and res.skipped["missing_files"] == 0

@@ -21,6 +21,7 @@ import numpy as np
 from condsim.benchmarks.protocol import (
     PERTURBATIONS,
     ConditionRuns,
+    MissingBudget,
     make_result,
     open_cache,
     perturbed_conditions,
@@ -31,7 +32,6 @@ from condsim.benchmarks.retrieval import (
     EncodeCounts,
     FileDigests,
     average_ci,
-    check_files,
     encode_unique,
     ref_keys,
     summarize_recalls,
@@ -107,9 +107,12 @@ def evaluate(model: Any, cfg: GenecisConfig, *, progress: ProgressFactory = no_p
     require_condition_kind(model, "text", "GeneCIS")
     tasks = load_tasks(cfg)
     refs = [r for qs in tasks.values() for q in qs for r in (q.reference, *q.candidates)]
-    missing = check_files(refs, cfg.max_missing, "GeneCIS")
+    # missing and undecodable files together against max_missing: the protocol's budget
+    budget = MissingBudget(cfg.max_missing)
+    missing = {r.path for r in refs if not Path(r.path).is_file()}
+    budget.add("GeneCIS", sorted(missing), [])
     skipped: dict[str, Any] = {
-        "missing_files": len(missing), "queries": {},
+        "queries": {},
         "duplicate_candidates": {t: sum(q.dropped for q in qs) for t, qs in tasks.items()},
     }
     for task, qs in tasks.items():
@@ -158,10 +161,10 @@ def evaluate(model: Any, cfg: GenecisConfig, *, progress: ProgressFactory = no_p
     )
     counts.encoded_now = new_images if composes else (n1 + n2 if n_shared is None else n_shared)
     if cand_err or q_err:
-        tasks = _drop_undecodable(cfg, tasks, skipped, len(missing),
-                                  {cand_refs[i] for i in cand_err},
+        tasks = _drop_undecodable(budget, tasks, skipped, {cand_refs[i] for i in cand_err},
                                   {query_pairs[i] for i in q_err},
                                   next(iter({**cand_err, **q_err}.values())))
+    skipped.update(budget.counts())
     logger.info(
         "GeneCIS encoder passes: %d per-query loop vs %d unique (%.1fx fewer); %d encoded now",
         counts.per_query_loop, counts.unique_items, counts.ratio, counts.encoded_now,
@@ -262,19 +265,14 @@ def _condition_runs(model: Any, cache: Any, cfg: GenecisConfig, qs: Sequence[Gen
 
 
 def _drop_undecodable(
-    cfg: GenecisConfig, tasks: dict[str, list[GenecisQuery]], skipped: dict[str, Any],
-    n_missing: int, bad_cands: set[Any], bad_queries: set[Any], first: str,
+    budget: MissingBudget, tasks: dict[str, list[GenecisQuery]], skipped: dict[str, Any],
+    bad_cands: set[Any], bad_queries: set[Any], first: str,
 ) -> dict[str, list[GenecisQuery]]:
-    """Undecodable images count with the missing ones against ``max_missing``; below
-    it, the queries that need them are skipped (and counted)."""
+    """Undecodable images count with the missing ones against ``max_missing`` (the
+    protocol's :class:`MissingBudget`); below it, the queries that need them are skipped
+    (and counted)."""
     bad_files = {r.path for r in bad_cands} | {r.path for r, _ in bad_queries}
-    if n_missing + len(bad_files) > cfg.max_missing:
-        raise DataError(f"GeneCIS: {len(bad_files)} image file(s) could not be decoded or "
-                        f"cropped ({n_missing} missing; allowed together: "
-                        f"{cfg.max_missing}); first: {first}")
-    logger.warning("GeneCIS: %d undecodable image files; their queries are skipped",
-                   len(bad_files))
-    skipped["undecodable_files"] = len(bad_files)
+    budget.add("GeneCIS", [], sorted(bad_files), first_error=first)
     out = {}
     for task, qs in tasks.items():
         keep = [q for q in qs if (q.reference, q.condition) not in bad_queries

@@ -122,16 +122,21 @@ class MissingBudget:
     missing: list[str] = field(default_factory=list)
     undecodable: list[str] = field(default_factory=list)
 
-    def add(self, label: str, missing: Sequence[str], undecodable: Sequence[str]) -> None:
+    def add(self, label: str, missing: Sequence[str], undecodable: Sequence[str], *,
+            first_error: str = "") -> None:
+        """Count more missing / undecodable files; over ``max_missing`` in all, a
+        :class:`DataError` naming the first ones (and ``first_error``, the first decode
+        error's message, when given)."""
         self.missing += list(missing)
         self.undecodable += list(undecodable)
         total = len(self.missing) + len(self.undecodable)
         if total > self.max_missing:
             first = (self.missing + self.undecodable)[:3]
+            reason = f"; first error: {first_error}" if first_error else ""
             raise DataError(
                 f"{label}: {total} image file(s) missing or undecodable ({len(self.missing)} "
                 f"missing, {len(self.undecodable)} undecodable; allowed: {self.max_missing}), "
-                f"e.g. {first}; check the image folders or raise --max-missing")
+                f"e.g. {first}{reason}; check the image folders or raise --max-missing")
         if missing or undecodable:
             logger.warning("%s: %d missing and %d undecodable image(s) skipped with their "
                            "queries: %s", label, len(missing), len(undecodable),
@@ -260,10 +265,11 @@ def encode_split(model: Any, cache: EmbeddingCache, split: CIRSplit, cfg: Any,
                                     f"{split.label} gallery")
         g_emb[present] = emb
         bad_gallery = {present[i] for i in errors}
+        first_error = next(iter(errors.values()), "")
     else:
-        bad_gallery = set()
+        bad_gallery, first_error = set(), ""
     budget.add(split.label, sorted({_name(gallery[j], j) for j in missing}),
-               sorted({_name(gallery[j], j) for j in bad_gallery}))
+               sorted({_name(gallery[j], j) for j in bad_gallery}), first_error=first_error)
     unusable = missing | bad_gallery
     # query image files that are not gallery items (e.g. image-only queries) count too
     counted = {_name(gallery[j], j) for j in missing}

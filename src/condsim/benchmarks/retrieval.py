@@ -8,7 +8,6 @@ import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,7 +15,6 @@ import numpy as np
 from condsim.cache.encode import encode_cached, query_namespace
 from condsim.cache.store import KEY_DTYPE, EmbeddingCache, condition_salt
 from condsim.data.crops import ImageRef
-from condsim.errors import DataError
 from condsim.io import file_digest
 from condsim.metrics.bootstrap import bootstrap_ci
 from condsim.metrics.significance import resampled_means
@@ -65,20 +63,6 @@ class EncodeCounts:
     @property
     def ratio(self) -> float:
         return self.per_query_loop / max(1, self.unique_items)
-
-
-def check_files(refs: Sequence[ImageRef], max_missing: int, what: str) -> set[str]:
-    """Paths of ``refs`` that do not exist; raises when more than ``max_missing``."""
-    missing = sorted({r.path for r in refs if not Path(r.path).is_file()})
-    if len(missing) > max_missing:
-        raise DataError(
-            f"{what}: {len(missing)} image file(s) missing (allowed: {max_missing}), e.g. "
-            f"{missing[:3]}; check the image folders or raise --max-missing"
-        )
-    if missing:
-        logger.warning("%s: %d missing image files; their queries are skipped", what,
-                       len(missing))
-    return set(missing)
 
 
 def encode_unique(
