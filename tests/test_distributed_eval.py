@@ -74,7 +74,7 @@ def _config(kind: str, root: str, cache: str) -> Any:
         return GenecisConfig(annotations=str(r / "annotations"),
                              coco_root=str(r / "coco" / "val2017"),
                              vg_roots=(str(r / "vg" / "VG_100K"), str(r / "vg" / "VG_100K_2")),
-                             cache_dir=cache, n_bootstrap=100)
+                             cache_dir=cache, n_bootstrap=100, condition_test=True)
     return CirrConfig(root=root, cache_dir=cache, n_bootstrap=100)
 
 

@@ -246,6 +246,8 @@ def _condition_runs(model: Any, cache: Any, cfg: GenecisConfig, qs: Sequence[Gen
     for kind in PERTURBATIONS:
         conds, counts = perturbed_conditions([q.condition for q in qs], kind, cfg.seed, ti)
         pairs = list(dict.fromkeys(zip((q.reference for q in qs), conds, strict=True)))
+        # under torchrun each perturbed query is encoded once across the ranks first
+        _share_encoding(model, cache, [], [(r, str(c)) for r, c in pairs], digests, cfg)
         emb, errors, _ = encode_unique(
             model, cache, [r for r, _ in pairs], digests, [str(c) for _, c in pairs],
             progress=progress(f"encode {kind}-condition queries", len(pairs)),
