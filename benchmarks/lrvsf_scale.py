@@ -90,7 +90,8 @@ def write_data(folder: Path, n: int) -> tuple[Path, Path]:
     return prod, path
 
 
-def _rank(rank: int, world: int, init: str, prod: str, dist_path: str, report: str) -> None:
+def _rank(rank: int, world: int, init: str, prod: str, dist_path: str, report: str,
+          n_dists: tuple[int, ...]) -> None:
     """One rank: its shard's counts, summed over the ranks; writes timings and counts."""
     t0 = time.perf_counter()
     os.environ["OMP_NUM_THREADS"] = "1"
@@ -98,7 +99,7 @@ def _rank(rank: int, world: int, init: str, prod: str, dist_path: str, report: s
     import torch.distributed as dist
 
     torch.set_num_threads(1)
-    from condsim.benchmarks.lrvsf import DIST_COUNTS, NFOLDS, shared_fold_counts
+    from condsim.benchmarks.lrvsf import NFOLDS, shared_fold_counts
     from condsim.distributed import shard_bounds
 
     if world > 1:
@@ -114,7 +115,7 @@ def _rank(rank: int, world: int, init: str, prod: str, dist_path: str, report: s
         t_draw = time.perf_counter()
         from condsim.benchmarks.lrvsf import seeded_draws
 
-        draws = seeded_draws(SEED, DIST_COUNTS, NFOLDS, n,
+        draws = seeded_draws(SEED, n_dists, NFOLDS, n,
                              window=None if world == 1 else (start, stop))
         t_score = time.perf_counter()
         counts = shared_fold_counts(q, t, dists[start:stop], folds, draws, block_size=16384,
@@ -122,18 +123,20 @@ def _rank(rank: int, world: int, init: str, prod: str, dist_path: str, report: s
         t_end = time.perf_counter()
     np.savez(Path(report) / f"w{world}r{rank}.npz", greater=counts.greater, ties=counts.ties,
              times=np.array([t_draw - t0, t_score - t_draw, t_end - t_score, t_end - t0]),
-             mem=np.array([mem.anon, PeakMemory.status("VmHWM")]))
+             mem=np.array([mem.anon, PeakMemory.status("VmHWM")]),
+             drawn=np.array([int(draws.mult.any(axis=1).sum())]))
     if world > 1:
         dist.destroy_process_group()
 
 
-def run(world: int, prod: Path, dist_path: Path, tmp: Path) -> tuple[float, list[Any]]:
+def run(world: int, prod: Path, dist_path: Path, tmp: Path, n_dists: tuple[int, ...]
+        ) -> tuple[float, list[Any]]:
     """Wall time of ``world`` spawned ranks, and each rank's report."""
     ctx = mp.get_context("spawn")
     init = f"file://{tmp / f'pg{world}'}"
     start = time.perf_counter()
     procs = [ctx.Process(target=_rank, args=(r, world, init, str(prod), str(dist_path),
-                                             str(tmp))) for r in range(world)]
+                                             str(tmp), n_dists)) for r in range(world)]
     for p in procs:
         p.start()
     for p in procs:
@@ -148,7 +151,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=4_000_000, help="distractors")
     parser.add_argument("--small", action="store_true", help="200K distractors")
+    parser.add_argument("--n-dists", default="10000,100000,500000,1000000",
+                        help="distractor counts drawn per fold (the protocol's by default; "
+                        "fewer draws leave rows undrawn, which are not read)")
     args = parser.parse_args()
+    n_dists = tuple(int(x) for x in args.n_dists.split(","))
     n = 200_000 if args.small else args.n
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
@@ -156,9 +163,9 @@ def main() -> None:
         prod, dist_path = write_data(tmp, n)
         np.load(dist_path, mmap_mode="r").sum(dtype=np.float64)  # into the page cache
         print(f"{n:,} x {DIM} float32 distractors ({n * DIM * 4 / 2**30:.2f} GiB memmap), "
-              f"{N_PRODUCTS} products, 20 folds x 10K/100K/500K/1M draws; data "
+              f"{N_PRODUCTS} products, 20 folds x {'/'.join(map(str, n_dists))} draws; data "
               f"{time.perf_counter() - t0:.1f} s")
-        results = {w: run(w, prod, dist_path, tmp) for w in (1, 2)}
+        results = {w: run(w, prod, dist_path, tmp, n_dists) for w in (1, 2)}
         for world, (wall, reps) in results.items():
             print(f"{world} rank(s): wall {wall:.1f} s")
             for r, rep in enumerate(reps):
@@ -167,9 +174,12 @@ def main() -> None:
                       f"{tm[2]:.1f} s; peak RssAnon {mem[0] / 2**20:.0f} MiB, peak RSS (with "
                       f"memmap pages) {mem[1] / 2**20:.0f} MiB")
         one, two = results[1][1][0], results[2][1]
+        print(f"rows drawn at least once (the only ones read): {int(one['drawn'][0]):,} of "
+              f"{n:,} ({one['drawn'][0] / n:.1%})")
         per_rank = [n / one["times"][2]] + [n / 2 / rep["times"][2] for rep in two]
-        print("counting throughput per rank (distractor rows/s, 2,000 products x 80 fold-draw "
-              "columns, 1 thread): " + ", ".join(f"{x:,.0f}" for x in per_rank))
+        print(f"counting throughput per rank (distractor rows/s, {N_PRODUCTS:,} products x "
+              f"{20 * len(n_dists)} fold-draw columns, 1 thread): "
+              + ", ".join(f"{x:,.0f}" for x in per_rank))
         payload = one["greater"].nbytes + one["ties"].nbytes
         same = all(np.array_equal(one[k], rep[k]) for rep in two for k in ("greater", "ties"))
         print(f"all-reduced per rank: greater + ties int64 {one['greater'].shape} x 2 = "
