@@ -86,3 +86,20 @@ def test_any2any_mteb_corpus_holds_references_not_bytes(tmp_path):
     first = split.gallery[0]
     assert np.asarray(first.load_image()).shape[2] == 3
     assert pc.content_digest(first.read_bytes()) == first.digest
+
+
+def test_a_cell_rewritten_after_listing_is_refused(tmp_path):
+    """The digest taken when the file was listed is the image's cache key: bytes that no
+    longer match it (the file rewritten mid-run) are an error, not a silently wrong cache
+    entry."""
+    path = str(tmp_path / "c.parquet")
+    _write(path, [_jpeg(i) for i in range(4)])
+    cells = list(pc.stream_cells(path, "image"))
+    assert cells[1].read_bytes() == _jpeg(1)
+    _write(path, [_jpeg(i + 9) for i in range(4)])
+    st = os.stat(path)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    with pytest.raises(DataError, match="changed since the file was read"):
+        cells[1].read_bytes()
+    with pytest.raises(DataError, match="changed since the file was read"):
+        cells[1].load_image()

@@ -55,8 +55,14 @@ class ParquetImage:
         return f"{self.path} row {self.row}"
 
     def read_bytes(self) -> bytes:
-        """The cell's bytes (``b""`` for a null cell)."""
-        return read_cell(self.path, self.column, self.row) or b""
+        """The cell's bytes (``b""`` for a null cell), checked against ``digest``: a file
+        rewritten since it was listed is an error, never an image cached under another
+        image's key."""
+        data = read_cell(self.path, self.column, self.row) or b""
+        if content_digest(data) != self.digest:
+            raise DataError(f"{self.where}: the image changed since the file was read "
+                            "(the parquet file was rewritten during the run); run again")
+        return data
 
     def load_image(self) -> Any:
         """The decoded RGB image."""
