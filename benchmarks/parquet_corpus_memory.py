@@ -5,7 +5,7 @@ groups of 1,000 rows), then, each in a fresh process, lists the corpus two ways:
 
   reference: ``pyarrow.parquet.read_table`` of the image column, every cell as ``bytes``
              (how the any2any reader held a corpus before);
-  condsim:   :func:`condsim.data.parquet_cells.stream_cells` (digest + row per image, the
+  condsim:   :func:`condsim.data.lazy_images.stream_cells` (digest + row per image, the
              bytes dropped) and then decodes every 100th image through
              :meth:`ParquetImage.load_image` (row groups read back on demand).
 
@@ -57,8 +57,8 @@ def write(path: Path, n: int, kb: int) -> None:
 def _run(kind: str, path: str, out: mp.Queue) -> None:
     import pyarrow.parquet as pq
 
+    from condsim.data.lazy_images import stream_cells
     from condsim.data.lrvsf import binary_values
-    from condsim.data.parquet_cells import stream_cells
 
     base = _status("VmRSS")  # after the imports: only the corpus counts
     t0 = time.perf_counter()

@@ -251,17 +251,21 @@ def encode_distributed(
     start, stop = rank * n // world, (rank + 1) * n // world
     cache = EmbeddingCache(cache_dir, model.meta)
     shard_cond = None if conditions is None else conditions[start:stop]
-    _, errors = encode_cached(model, cache, images[start:stop], shard_cond,
-                              batch_size=batch_size, num_workers=num_workers,
-                              what=f"rank {rank} shard")
-    if errors:
-        bad = sorted(start + i for i in errors)
-        named = [names[i] if names is not None else f"image {i}" for i in bad]
-        raise DataError(f"rank {rank}: {len(errors)} image(s) cannot be decoded: "
-                        f"{', '.join(named[:5])}{' ...' if len(named) > 5 else ''}; first: "
-                        f"{errors[bad[0] - start]}; remove or replace them")
-    if world > 1:
-        dist.barrier()
+
+    def encode_shard() -> None:
+        _, errors = encode_cached(model, cache, images[start:stop], shard_cond,
+                                  batch_size=batch_size, num_workers=num_workers,
+                                  what=f"rank {rank} shard")
+        if errors:
+            bad = sorted(start + i for i in errors)
+            named = [names[i] if names is not None else f"image {i}" for i in bad]
+            raise DataError(f"rank {rank}: {len(errors)} image(s) cannot be decoded: "
+                            f"{', '.join(named[:5])}{' ...' if len(named) > 5 else ''}; "
+                            f"first: {errors[bad[0] - start]}; remove or replace them")
+
+    # an error on any rank is the same error on every rank (also the barrier): no rank waits
+    # for one that failed (a launcher that does not kill the others, e.g. submitit)
+    run_agreed(encode_shard, "encode")
     if rank != 0:
         return None
     merged = EmbeddingCache(cache_dir, model.meta)  # reload: sees every rank's shards

@@ -59,7 +59,7 @@ from condsim.benchmarks.protocol import (
 )
 from condsim.benchmarks.spec import BenchmarkSpec, Pairing, SharedOptions, option
 from condsim.data.crops import ImageRef
-from condsim.data.parquet_cells import ParquetImage, stream_cells
+from condsim.data.lazy_images import LazyImage, ParquetImage, stream_cells
 from condsim.errors import DataError
 from condsim.metrics.ndcg import expected_ir_recall_from_ranks, expected_ndcg_from_ranks
 from condsim.metrics.recall import any_hit_from_counts
@@ -242,7 +242,7 @@ def _read_mteb_items(files: list[Path], what: str
                      ) -> tuple[list[str], list[ParquetImage | None], list[str | None],
                                 list[str], list[tuple[Path, int]]]:
     """``(ids, images, texts, modalities, (file, row))`` of corpus or query files. The
-    images are :class:`~condsim.data.parquet_cells.ParquetImage` references (the column is
+    images are :class:`~condsim.data.lazy_images.ParquetImage` references (the column is
     streamed once for the digests; the bytes are read again only to decode), so memory does
     not grow with the corpus's image bytes."""
     ids: list[str] = []
@@ -673,7 +673,7 @@ def _check(cfg: Any2AnyConfig, progress: ProgressFactory = no_progress) -> Any:
     def item(x: Any, where: str) -> ImageItem:
         if isinstance(x, ImageRef):
             return ImageItem(x.path, path=x.path)
-        if isinstance(x, ParquetImage):
+        if isinstance(x, LazyImage):
             return ImageItem(x.where, cell=x)
         return ImageItem(where, data=x)
 

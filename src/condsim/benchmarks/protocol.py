@@ -33,7 +33,7 @@ from condsim.benchmarks.retrieval import FileDigests, encode_unique, ref_keys, s
 from condsim.cache.encode import encode_cached, query_namespace
 from condsim.cache.store import KEY_DTYPE, EmbeddingCache, item_keys
 from condsim.data.crops import ImageRef
-from condsim.data.parquet_cells import ParquetImage
+from condsim.data.lazy_images import LazyImage, ParquetImage
 from condsim.errors import DataError
 from condsim.paths import default_cache_dir
 from condsim.progress import ProgressFactory
@@ -190,7 +190,7 @@ def _encode_items(model: Any, cache: EmbeddingCache, items: Sequence[Item],
 def _name(item: Item, i: int) -> str:
     if isinstance(item, ImageRef):
         return item.path
-    return item.where if isinstance(item, ParquetImage) else f"item {i}"
+    return item.where if isinstance(item, LazyImage) else f"item {i}"
 
 
 def _item_keys(model: Any, items: Sequence[Item], conditions: Sequence[str] | None,

@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from condsim.data.parquet_cells import ParquetImage
+from condsim.data.lazy_images import LazyImage
 from condsim.errors import CacheError, EmbeddingError
 from condsim.types import ModelMeta, as_float32_rows
 
@@ -68,11 +68,12 @@ def item_keys(images: Sequence[Any], conditions: Sequence[str] | None = None, *,
     """``S32`` keys: blake2b-128 hex digest of the image bytes (+ ``\\0`` + condition); a
     query ``namespace`` (:attr:`~condsim.types.ModelMeta.query_namespace`) is hashed in
     before the condition (``\\0`` + namespace + ``\\0`` + condition). An image may also be
-    a lazy parquet cell (:class:`~condsim.data.parquet_cells.ParquetImage`): its stored
-    digest is the key of the image, and its bytes are read only for a query key."""
+    a :class:`~condsim.data.lazy_images.LazyImage` (a file or parquet cell read when
+    needed): its stored digest is the key of the image, its bytes are read only for a
+    query key."""
     keys = np.empty(len(images), dtype=KEY_DTYPE)
     for i, img in enumerate(images):
-        if isinstance(img, ParquetImage):
+        if isinstance(img, LazyImage):
             if conditions is None:
                 keys[i] = img.digest.encode()
                 continue

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -36,7 +37,7 @@ def register(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typer) ->
         import pyarrow as pa
         import pyarrow.dataset as pds
 
-        from condsim.data.lrvsf import binary_values
+        from condsim.data.lazy_images import FileImage, stream_cells
         from condsim.distributed import encode_distributed, maybe_init_distributed
         from condsim.errors import CondsimError
         from condsim.paths import default_cache_dir
@@ -55,7 +56,8 @@ def register(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typer) ->
                                       else "no such folder"))
             files = sorted(p for p in images.iterdir() if p.is_file() and p.suffix.lower() in
                            (".jpg", ".jpeg", ".png"))
-            data = [p.read_bytes() for p in files]
+            # references (path + digest), not bytes: memory does not grow with the images
+            data: list[Any] = [FileImage.of(p) for p in files]
             names = [str(p) for p in files]
             where = f"--images {images}"
         else:
@@ -66,11 +68,12 @@ def register(app: typer.Typer, eval_app: typer.Typer, synth_app: typer.Typer) ->
                 if column not in dataset.schema.names:
                     raise CondsimError(f"--parquet {parquet}: no column {column!r} (found "
                                        f"{dataset.schema.names}); name it with --column")
-                table = dataset.to_table(columns=[column])
+                # streamed file by file (the dataset's order): references, not bytes
+                data = [cell for f in dataset.files for cell in stream_cells(f, column)]
             except (pa.ArrowInvalid, OSError) as exc:
                 raise CondsimError(f"--parquet {parquet}: not readable parquet ({exc})") from exc
-            data = binary_values(table.column(column), f"{parquet} column {column}")
-            names = [f"{parquet} row {i} column {column}" for i in range(len(data))]
+            names = [c.where if c is not None else f"{parquet} row {i} (null)"
+                     for i, c in enumerate(data)]
             where = f"--parquet {parquet}"
         if not data:
             raise CondsimError(f"{where}: no images to encode (*.jpg, *.jpeg, *.png files or "

@@ -161,10 +161,10 @@ def _load_file(ref: Ref) -> Image.Image:
 
 
 def _load_parquet(ref: Ref) -> Image.Image:
-    """The image of a parquet ref: its row group read (:func:`~condsim.data.parquet_cells.
+    """The image of a parquet ref: its row group read (:func:`~condsim.data.lazy_images.
     read_cell`), not the whole column."""
     from condsim.data.images import decode_image
-    from condsim.data.parquet_cells import read_cell
+    from condsim.data.lazy_images import read_cell
 
     path = Path(ref["path"])
     if not path.is_file():

@@ -1,11 +1,14 @@
-"""Image cells of parquet files, read when needed, one row group at a time.
+"""Images kept as references (where they are + the digest of their bytes), read when needed.
 
-A corpus stored as parquet with the images inline (the MTEB / HF hub layout) can be far
-larger than memory. Readers stream the file once to list its cells as :class:`ParquetImage`
-references (file, column, row and the content digest of the bytes, which is the image's
-cache key), and the bytes are read again only for the images that must be decoded:
-:func:`read_cell` keeps the last few row groups it read (:data:`MAX_GROUPS`), so memory is
-bounded by the file's row-group size, not by the number of images.
+A corpus of image files, or a parquet file with the images inline (the MTEB / HF hub layout),
+can be far larger than memory. Readers go over it once to list its images as
+:class:`LazyImage` references: :class:`FileImage` (a file) or :class:`ParquetImage` (a cell:
+file, column, row). The digest of the bytes (:func:`content_digest`) is the image's cache
+key, the same as for the bytes themselves, and the bytes are read again only for the images
+that must be decoded, checked against the digest (a file rewritten since it was listed is an
+error, never an embedding cached under another image's key). :func:`read_cell` keeps the
+last few row groups it read (:data:`MAX_GROUPS`), so memory is bounded by the file's
+row-group size, not by the number of images.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from condsim.errors import DataError
@@ -37,12 +41,64 @@ def content_digest(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
+class LazyImage:
+    """An image read when needed: subclasses give ``where`` (how errors name it), ``digest``
+    (:func:`content_digest` of its bytes, taken when it was listed) and ``_raw()``.
+    :func:`condsim.data.images.decode_image` calls :meth:`load_image` (in the encoder's
+    decode workers); :func:`condsim.cache.store.item_keys` keys it by ``digest``."""
+
+    digest: str
+
+    @property
+    def where(self) -> str:
+        raise NotImplementedError
+
+    def _raw(self) -> bytes:
+        raise NotImplementedError
+
+    def read_bytes(self) -> bytes:
+        """The image's bytes, checked against ``digest``: a file rewritten since it was
+        listed is an error, never an image cached under another image's key."""
+        data = self._raw()
+        if content_digest(data) != self.digest:
+            raise DataError(f"{self.where}: the image changed since the file was read "
+                            "(it was rewritten during the run); run again")
+        return data
+
+    def load_image(self) -> Any:
+        """The decoded RGB image."""
+        from condsim.data.images import decode_image
+
+        return decode_image(self.read_bytes(), self.where)
+
+
 @dataclass(frozen=True)
-class ParquetImage:
+class FileImage(LazyImage):
+    """An image file; ``digest`` is :func:`content_digest` of its bytes."""
+
+    path: str
+    digest: str
+
+    @property
+    def where(self) -> str:
+        return self.path
+
+    def _raw(self) -> bytes:
+        try:
+            return Path(self.path).read_bytes()
+        except FileNotFoundError:
+            raise DataError(f"{self.path}: image file removed since it was read") from None
+
+    @classmethod
+    def of(cls, path: str | Path) -> FileImage:
+        """The file at ``path``, hashed now (its bytes are not kept)."""
+        return cls(str(path), content_digest(Path(path).read_bytes()))
+
+
+@dataclass(frozen=True)
+class ParquetImage(LazyImage):
     """The encoded image in ``column`` of row ``row`` of the parquet file ``path``; ``digest``
-    is :func:`content_digest` of its bytes. Picklable and small: decoding happens in the
-    encoder's decode workers (:func:`condsim.data.images.decode_image` calls
-    :meth:`load_image`)."""
+    is :func:`content_digest` of its bytes. Picklable and small."""
 
     path: str
     column: str
@@ -54,21 +110,8 @@ class ParquetImage:
         """``<file> row <n>``: how errors and reports name the image."""
         return f"{self.path} row {self.row}"
 
-    def read_bytes(self) -> bytes:
-        """The cell's bytes (``b""`` for a null cell), checked against ``digest``: a file
-        rewritten since it was listed is an error, never an image cached under another
-        image's key."""
-        data = read_cell(self.path, self.column, self.row) or b""
-        if content_digest(data) != self.digest:
-            raise DataError(f"{self.where}: the image changed since the file was read "
-                            "(the parquet file was rewritten during the run); run again")
-        return data
-
-    def load_image(self) -> Any:
-        """The decoded RGB image."""
-        from condsim.data.images import decode_image
-
-        return decode_image(self.read_bytes(), self.where)
+    def _raw(self) -> bytes:
+        return read_cell(self.path, self.column, self.row) or b""
 
 
 def _stamp(path: str) -> int:

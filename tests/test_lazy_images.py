@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from condsim.cache.store import item_keys
-from condsim.data import parquet_cells as pc
+from condsim.data import lazy_images as pc
 from condsim.errors import DataError
 
 
