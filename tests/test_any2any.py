@@ -284,3 +284,25 @@ def test_cli_synth_then_eval(tiny_clip, tmp_path):
     assert res["headline"]["name"] == "ndcg_at_10"
     assert 0.0 <= res["headline"]["mean"] <= 1.0
     assert set(res["metrics"]) >= {"hit_rate", "ir_recall", "ndcg", "per_query"}
+
+
+def test_mteb_corrupt_and_null_image_cells_follow_max_missing(root, tmp_path):
+    """Lazy parquet cells: a candidate whose bytes do not decode and one whose cell is null
+    count as undecodable against --max-missing, named by file and row; below it they leave
+    the gallery and the run goes on."""
+    mt = _copy(root, tmp_path, "mteb")
+    corpus = mt / "corpus-00000-of-00001.parquet"
+
+    def damage(rows):
+        rows[1]["image"] = b"not an image" if not isinstance(rows[1]["image"], dict) else \
+            {**rows[1]["image"], "bytes": b"not an image"}
+        rows[2]["image"] = None
+        return rows
+
+    _rewrite(corpus, damage)
+    with pytest.raises(DataError, match=r"2 image file\(s\) missing or undecodable"):
+        run_benchmark(HashEncoder(), _cfg(mt, tmp_path))
+    res = run_benchmark(HashEncoder(), _cfg(mt, tmp_path, max_missing=2))
+    assert res.skipped["undecodable_files"] == 2
+    assert {e.rsplit(" ", 2)[-2:][1] for e in res.skipped["examples"]} >= {"1", "2"}
+    assert all(str(corpus) in e for e in res.skipped["examples"])

@@ -59,7 +59,7 @@ from condsim.benchmarks.protocol import (
 )
 from condsim.benchmarks.spec import BenchmarkSpec, Pairing, SharedOptions, option
 from condsim.data.crops import ImageRef
-from condsim.data.lazy_images import LazyImage, ParquetImage, stream_cells
+from condsim.data.lazy_images import LazyImage, ParquetImage, content_digest, stream_cells
 from condsim.errors import DataError
 from condsim.metrics.ndcg import expected_ir_recall_from_ranks, expected_ndcg_from_ranks
 from condsim.metrics.recall import any_hit_from_counts
@@ -286,6 +286,15 @@ def _read_mteb_qrels(files: list[Path]) -> Iterator[tuple[Path, int, str, str, f
             yield path, i, str(q), str(c), score
 
 
+def _named(images: list[ParquetImage | None], locs: list[tuple[Path, int]]
+           ) -> list[ParquetImage]:
+    """``images`` with each null cell as an empty one of its file and row (undecodable,
+    counted against --max-missing and named by file and row like any other)."""
+    empty = content_digest(b"")
+    return [x if x is not None else ParquetImage(str(path), "image", row, empty)
+            for x, (path, row) in zip(images, locs, strict=True)]
+
+
 def read_mteb(cfg: Any) -> _Set:
     """The MTEB / HF parquet layout (module docstring)."""
     root = Path(cfg.root)
@@ -312,8 +321,8 @@ def read_mteb(cfg: Any) -> _Set:
     qrels = _collect_qrels(_read_mteb_qrels(files["qrels"]), set(q_ids), set(c_ids))
     return _Set(
         label=f"any2any {root.name} {used['query']}",
-        gallery=[b if b is not None else b"" for b in c_img], gallery_ids=c_ids,
-        queries=[b if b is not None else b"" for b in q_img], conditions=conditions,
+        gallery=_named(c_img, c_loc), gallery_ids=c_ids,
+        queries=_named(q_img, q_loc), conditions=conditions,
         query_ids=q_ids, qrels=qrels,
         gallery_ref=lambda j: parquet_ref(c_loc[j][0], "image", c_loc[j][1]),
         query_ref=lambda i: parquet_ref(q_loc[i][0], "image", q_loc[i][1]),
