@@ -223,7 +223,9 @@ def make_command(spec: Any) -> Any:
     command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     command.__name__ = f"eval_{spec.name}"
     command.__doc__ = (f"{spec.description}. Main score: {spec.main_score}. Protocol "
-                       f"{spec.protocol_version}, after {spec.reference}.")
+                       f"{spec.protocol_version}, after {spec.reference}. Several GPUs: run "
+                       "it under torchrun (the ranks share encoding and scoring, rank 0 "
+                       "writes; same metrics), or launch it with --submit.")
     return command
 
 
