@@ -15,15 +15,15 @@ Run: python benchmarks/cir_scale.py [--small]
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+from cir_memory import write_data  # benchmarks/: the script's folder
+from lrvsf_scale import spawn_ranks
 
 TOP = 50
 
@@ -62,25 +62,12 @@ def _rank(rank: int, world: int, init: str, folder: str) -> None:
 
 
 def run(world: int, folder: Path) -> tuple[float, list[dict[str, np.ndarray]]]:
-    ctx = mp.get_context("spawn")
-    init = f"file://{folder / f'pg{world}'}"
-    start = time.perf_counter()
-    procs = [ctx.Process(target=_rank, args=(r, world, init, str(folder)))
-             for r in range(world)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join()
-    wall = time.perf_counter() - start
-    if any(p.exitcode for p in procs):
-        raise SystemExit(f"a rank of the {world}-rank run failed")
+    """Wall time of ``world`` spawned ranks, and each rank's report."""
+    wall = spawn_ranks(_rank, world, folder, str(folder))
     return wall, [dict(np.load(folder / f"w{world}r{r}.npz")) for r in range(world)]
 
 
 def main() -> None:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from cir_memory import write_data
-
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--small", action="store_true", help="100 queries x 10,000 gallery")
     args = ap.parse_args()

@@ -129,14 +129,13 @@ def _rank(rank: int, world: int, init: str, prod: str, dist_path: str, report: s
         dist.destroy_process_group()
 
 
-def run(world: int, prod: Path, dist_path: Path, tmp: Path, n_dists: tuple[int, ...]
-        ) -> tuple[float, list[Any]]:
-    """Wall time of ``world`` spawned ranks, and each rank's report."""
+def spawn_ranks(target: Any, world: int, tmp: Path, *args: Any) -> float:
+    """Run ``target(rank, world, init, *args)`` in ``world`` spawned processes (``init``: a
+    file:// rendezvous in ``tmp``); their wall time. A failed rank ends the benchmark."""
     ctx = mp.get_context("spawn")
     init = f"file://{tmp / f'pg{world}'}"
     start = time.perf_counter()
-    procs = [ctx.Process(target=_rank, args=(r, world, init, str(prod), str(dist_path),
-                                             str(tmp), n_dists)) for r in range(world)]
+    procs = [ctx.Process(target=target, args=(r, world, init, *args)) for r in range(world)]
     for p in procs:
         p.start()
     for p in procs:
@@ -144,6 +143,13 @@ def run(world: int, prod: Path, dist_path: Path, tmp: Path, n_dists: tuple[int, 
     wall = time.perf_counter() - start
     if any(p.exitcode for p in procs):
         raise SystemExit(f"a rank of the {world}-rank run failed")
+    return wall
+
+
+def run(world: int, prod: Path, dist_path: Path, tmp: Path, n_dists: tuple[int, ...]
+        ) -> tuple[float, list[Any]]:
+    """Wall time of ``world`` spawned ranks, and each rank's report."""
+    wall = spawn_ranks(_rank, world, tmp, str(prod), str(dist_path), str(tmp), n_dists)
     return wall, [np.load(tmp / f"w{world}r{r}.npz") for r in range(world)]
 
 

@@ -207,10 +207,12 @@ def _item_keys(model: Any, items: Sequence[Item], conditions: Sequence[str] | No
 
 
 def _share_split(model: Any, cache: EmbeddingCache, split: CIRSplit, present: Sequence[int],
-                 cfg: Any, digests: FileDigests) -> None:
-    """Under ``torchrun``: the split's present gallery images and existing query images
+                 cfg: Any, digests: FileDigests, what: str | None = None) -> None:
+    """Under ``torchrun``: the split's ``present`` gallery images and existing query images
     encoded across the ranks into the shared cache (:func:`condsim.distributed.shared_encode`),
-    so that the single-process pass that follows reads them all from the cache."""
+    each unique item once across the job, so that the single-process pass that follows reads
+    them all from the cache. With no gallery images (``present`` empty) it shares only the
+    queries, e.g. those of the condition test's perturbed conditions."""
     from condsim.distributed import rank_world, shared_encode
 
     if rank_world()[1] == 1:
@@ -225,26 +227,7 @@ def _share_split(model: Any, cache: EmbeddingCache, split: CIRSplit, present: Se
     shared_encode(model, cache, targets, _item_keys(model, targets, None, digests), queries,
                   conds, _item_keys(model, queries, conds, digests),
                   _item_keys(model, queries, None, digests), batch_size=cfg.batch_size,
-                  num_workers=cfg.num_workers, what=split.label)
-
-
-def _share_queries(model: Any, cache: EmbeddingCache, split: CIRSplit, cfg: Any,
-                   digests: FileDigests, what: str) -> None:
-    """Under ``torchrun``: the split's composed queries (e.g. with perturbed conditions)
-    encoded across the ranks into the shared cache, each unique (image, condition) once
-    across the job (:func:`condsim.distributed.shared_encode`, no gallery images), so that
-    :func:`_encode_queries` that follows reads them from the cache on every rank."""
-    from condsim.distributed import rank_world, shared_encode
-
-    if rank_world()[1] == 1:
-        return
-    composed = [i for i, c in enumerate(split.conditions) if c is not None]
-    queries = [split.queries[i] for i in composed]
-    conds = [str(split.conditions[i]) for i in composed]
-    shared_encode(model, cache, [], np.empty(0, KEY_DTYPE), queries, conds,
-                  _item_keys(model, queries, conds, digests),
-                  _item_keys(model, queries, None, digests), batch_size=cfg.batch_size,
-                  num_workers=cfg.num_workers, what=what)
+                  num_workers=cfg.num_workers, what=what or split.label)
 
 
 def encode_split(model: Any, cache: EmbeddingCache, split: CIRSplit, cfg: Any,
@@ -361,8 +344,7 @@ def rank_split(encoded: EncodedSplit, cfg: Any, *, thresholds: str = "all", top:
         encoded.queries, encoded.gallery, split.relevant, split.excluded, columns=(lo, hi),
         **kwargs), f"scoring {split.label}")
     greater, ties = all_reduce_sum([part.greater, part.ties])
-    top_cols, top_scores = merge_tops(
-        [(c, s) for c, s in all_gather_arrays([part.top_cols, part.top_scores])], top)
+    top_cols, top_scores = merge_tops(all_gather_arrays([part.top_cols, part.top_scores]), top)
     return replace(part, greater=greater, ties=ties, top_cols=top_cols,
                    top_scores=top_scores)
 
@@ -597,7 +579,7 @@ def condition_runs_split(model: Any, cache: EmbeddingCache, encoded: EncodedSpli
     :func:`perturbed_conditions`, ranked with the same rule, scored by the benchmark's
     ``per_query`` headline metric (``ranks -> (Q,)``); ``ranks`` are the original run's. Under
     ``torchrun`` the perturbed queries are encoded across the ranks, each once
-    (:func:`_share_queries`), and ranked in gallery shards (:func:`rank_split`)."""
+    (:func:`_share_split`), and ranked in gallery shards (:func:`rank_split`)."""
     split = encoded.split
     original = np.asarray(per_query(ranks), np.float64)
     top0 = top1_of_ranks(ranks)
@@ -606,7 +588,8 @@ def condition_runs_split(model: Any, cache: EmbeddingCache, encoded: EncodedSpli
     for kind in PERTURBATIONS:
         conds, counts = perturbed_conditions(split.conditions, kind, cfg.seed, stream)
         moved = replace(split, conditions=conds)
-        _share_queries(model, cache, moved, cfg, digests, f"{split.label} {kind} conditions")
+        _share_split(model, cache, moved, [], cfg, digests,
+                     f"{split.label} {kind} conditions")
         q = _encode_queries(model, cache, moved, cfg, digests, progress)
         if not np.isfinite(q).all():
             raise DataError(f"{split.label}: a query with a {kind} condition has a non-finite "

@@ -356,7 +356,7 @@ def _top_by_rule(rows: np.ndarray, cols: np.ndarray, scores: np.ndarray, n_rows:
     return out_c, out_s
 
 
-def merge_tops(parts: Sequence[tuple[np.ndarray, np.ndarray]], top: int
+def merge_tops(parts: Sequence[Sequence[np.ndarray]], top: int
                ) -> tuple[np.ndarray, np.ndarray]:
     """The ``top`` best ``(cols, scores)`` per query of gallery shards' ``(top_cols,
     top_scores)`` (padded ``(Q, T_i)`` arrays, disjoint columns), by :data:`TOP_ORDER`:

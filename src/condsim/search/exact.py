@@ -455,15 +455,20 @@ def fold_rank_counts(
         mult = draws.mult
         exact_f32 = block_size * max(int(mult.max(initial=0)), 1) < _F32_EXACT
         mm_dtype = torch.float32 if exact_f32 else torch.float64
+        drawn_rows: dict[int, np.ndarray] = {}
+
         def drawn(start: int, stop: int) -> np.ndarray | None:
-            """The block's distractors drawn at least once (the others add nothing)."""
+            """The block's distractors drawn at least once (the others add nothing), kept
+            for the multiplicity rows of the same block."""
             used = np.flatnonzero(mult[start:stop].any(axis=1))
-            return None if used.size == stop - start else used
+            if used.size == stop - start:
+                return None
+            drawn_rows[start] = used
+            return used
 
         for start, stop, block in gallery_blocks(distractors, block_size, dev, keep=drawn):
-            m_np = mult[start:stop]
-            if block.shape[0] != stop - start:
-                m_np = m_np[m_np.any(axis=1)]
+            used = drawn_rows.pop(start, None)
+            m_np = mult[start:stop] if used is None else mult[start:stop][used]
             if block.shape[0]:
                 m_block = torch.from_numpy(m_np.astype(np.float32)).to(dev, mm_dtype)
                 ranker.add(block, m_block, g_dist, t_dist)
