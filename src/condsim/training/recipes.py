@@ -38,6 +38,7 @@ from condsim.training.trainer import (
     TrainConfig,
     Trainer,
     TrainState,
+    require_int,
 )
 
 logger = logging.getLogger(__name__)
@@ -141,9 +142,8 @@ CONDITIONINGS = ("category", "text")
 def check_combiner_options(projection_dim: int, hidden_dim: int, dropout: float) -> None:
     """The Combiner's architecture options: dimensions >= 1, dropout in ``[0, 1)``
     (:class:`~condsim.errors.ConfigError` naming the flag)."""
-    for name, value in (("projection-dim", projection_dim), ("hidden-dim", hidden_dim)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"--{name} must be an integer >= 1, got {value!r}")
+    require_int("--projection-dim", projection_dim, 1)
+    require_int("--hidden-dim", hidden_dim, 1)
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) \
             or not 0 <= dropout < 1:
         raise ConfigError(f"--dropout must be in [0, 1), got {dropout!r}")
@@ -184,10 +184,8 @@ def check_condvit_options(train_root: str | Path, conditioning: str,
     for flag, folder in (("--train-root", train_root), ("--val-root", val_root)):
         if folder is not None and not Path(folder).is_dir():
             raise ConfigError(f"{flag} {folder} is not a folder")
-    if isinstance(val_dists, bool) or not isinstance(val_dists, int) or val_dists < 0:
-        raise ConfigError(f"--val-dists must be an integer >= 0, got {val_dists!r}")
-    if isinstance(val_k, bool) or not isinstance(val_k, int) or val_k < 1:
-        raise ConfigError(f"--val-k must be an integer >= 1, got {val_k!r}")
+    require_int("--val-dists", val_dists, 0)
+    require_int("--val-k", val_k, 1)
 
 
 def train_combiner(

@@ -44,6 +44,13 @@ class ContrastiveTask(Protocol):
         ...
 
 
+def require_int(label: str, value: Any, low: int) -> None:
+    """:class:`ConfigError` ``"<label> must be an integer >= <low>, got <value>"`` unless
+    ``value`` is an int (not a bool) of at least ``low``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(f"{label} must be an integer >= {low}, got {value!r}")
+
+
 #: learning-rate schedules and mixed-precision modes of :class:`TrainConfig`
 SCHEDULES = ("constant", "cosine")
 AMP_MODES = ("auto", "none", "bf16", "fp16")
@@ -71,18 +78,16 @@ class TrainConfig:
     def __post_init__(self) -> None:
         """Every value checked here, before data or models load (and before a job is
         submitted): :class:`~condsim.errors.ConfigError` naming the field and its flag."""
+        def label(name: str) -> str:
+            return f"{name} (--{name.replace('_', '-')})"
+
         def bad(name: str, rule: str) -> ConfigError:
-            return ConfigError(f"{name} (--{name.replace('_', '-')}) must be {rule}, got "
-                               f"{getattr(self, name)!r}")
+            return ConfigError(f"{label(name)} must be {rule}, got {getattr(self, name)!r}")
 
         for name in ("epochs", "batch_size", "grad_accum"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise bad(name, "an integer >= 1")
+            require_int(label(name), getattr(self, name), 1)
         for name in ("warmup_steps", "ckpt_every", "max_steps", "seed"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise bad(name, "an integer >= 0")
+            require_int(label(name), getattr(self, name), 0)
         for name in ("lr", "logit_scale"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) \
